@@ -1,0 +1,263 @@
+//! Blocking I/O: the echo server of article 001 §2, in three shapes.
+//!
+//! Every call blocks until it is done: `accept` until a client connects,
+//! `read` through both phases of input (waiting for data to arrive, then
+//! copying it from the kernel), `write` until the kernel has taken every byte.
+//! The thread that makes the call can do nothing else meanwhile, so:
+//!
+//! - `--mode serial` is the article's `loop_forever`: accept, serve that one
+//!   client until it leaves, accept the next. A second client waits.
+//! - `--mode thread` gives each connection its own thread, the article's
+//!   first fix. Simple and fast for a few clients; each costs a thread, so
+//!   `--max-conns` caps them.
+//! - `--mode pool` is its "improved" fix: `--workers` threads fed by a queue
+//!   of `--queue` accepted connections. When every worker is busy and the
+//!   queue is full, a new client is told `ERR server full` and closed.
+//!
+//! The article answers one `recv(1024)` with `Server:Good Bye.` and hangs
+//! up. This port speaks the workspace's echo protocol instead: a reply per
+//! line, framed by `\n`, until the client leaves.
+//!
+//! ```text
+//! cargo run -p blocking-echo -- --mode thread                # terminal 1
+//! cargo run -p shared --bin client -- --addr 127.0.0.1:5464  # terminal 2
+//! ```
+
+use std::io::{self, ErrorKind, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+use log::{debug, info, warn};
+use shared::echo::ERR_SERVER_FULL;
+use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
+use shared::{EchoArgs, LineBuffer, answer_lines, answer_rest};
+
+#[derive(Parser, Debug)]
+#[command(about = "Echo server on blocking sockets (article 001 §2)")]
+struct Args {
+    #[command(flatten)]
+    echo: EchoArgs,
+
+    /// How connections are served
+    #[arg(long, value_enum, default_value_t = Mode::Serial)]
+    mode: Mode,
+
+    /// Worker threads in pool mode
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+
+    /// Accepted connections waiting for a worker in pool mode; one more is
+    /// told `ERR server full` (pool mode ignores --max-conns: its capacity is
+    /// workers + queue)
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Mode {
+    /// One client at a time, the article's loop
+    Serial,
+    /// A thread per connection
+    Thread,
+    /// A fixed pool of worker threads fed by a bounded queue
+    Pool,
+}
+
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:5464")]);
+    shared::cli::exit_with(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let listener = shared::net::listen(&args.echo.server, false)?;
+    let max_line = args.echo.max_line;
+    info!("serving in {:?} mode", args.mode);
+    match args.mode {
+        Mode::Serial => serial(listener, max_line),
+        Mode::Thread => thread_per_connection(listener, max_line, args.echo.server.max_conns),
+        Mode::Pool => pool(listener, max_line, args.workers.into(), args.queue),
+    }
+}
+
+/// The article's `loop_forever`: while one client is served, nobody else is.
+fn serial(listener: TcpListener, max_line: usize) -> anyhow::Result<()> {
+    let mut shortage = ShortageLog::default();
+    loop {
+        if let Some((stream, peer)) = accept(&listener, &mut shortage)? {
+            handle(stream, peer, max_line);
+        }
+    }
+}
+
+/// A thread per connection; the accepting thread only accepts.
+fn thread_per_connection(
+    listener: TcpListener,
+    max_line: usize,
+    max_conns: usize,
+) -> anyhow::Result<()> {
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut shortage = ShortageLog::default();
+    loop {
+        let Some((stream, peer)) = accept(&listener, &mut shortage)? else {
+            continue;
+        };
+        // Only this thread increments, so the check cannot race past the cap.
+        if live.load(Ordering::Acquire) >= max_conns {
+            shortage.hit(&format_args!("{max_conns} connections (--max-conns)"));
+            refuse(stream);
+            continue;
+        }
+        let slot = LiveSlot::take(&live);
+        let spawned = thread::Builder::new()
+            .name(format!("conn {peer}"))
+            .spawn(move || {
+                let _slot = slot;
+                handle(stream, peer, max_line);
+            });
+        // Out of threads (EAGAIN): the closure, and with it the socket and
+        // the slot, is dropped, so the client sees a close.
+        if let Err(e) = spawned {
+            warn!("cannot start a thread for {peer}: {e}");
+        }
+    }
+}
+
+/// Counts a live connection until dropped.
+struct LiveSlot(Arc<AtomicUsize>);
+
+impl LiveSlot {
+    fn take(live: &Arc<AtomicUsize>) -> LiveSlot {
+        live.fetch_add(1, Ordering::AcqRel);
+        LiveSlot(Arc::clone(live))
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `workers` threads take accepted connections from a queue of `queue`
+/// places. A full queue is not waited on: blocking the acceptor would only
+/// move the wait into the kernel's backlog, where the client cannot tell a
+/// slow server from a dead one. It is told `ERR server full` instead.
+fn pool(
+    listener: TcpListener,
+    max_line: usize,
+    workers: usize,
+    queue: usize,
+) -> anyhow::Result<()> {
+    let (to_workers, jobs) = mpsc::sync_channel::<(TcpStream, SocketAddr)>(queue);
+    let jobs = Arc::new(Mutex::new(jobs));
+    for n in 0..workers {
+        let jobs = Arc::clone(&jobs);
+        thread::Builder::new()
+            .name(format!("worker {n}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = jobs.lock().expect("no worker panics").recv();
+                    let Ok((stream, peer)) = job else { return };
+                    handle(stream, peer, max_line);
+                }
+            })?;
+    }
+    let mut shortage = ShortageLog::default();
+    loop {
+        let Some(conn) = accept(&listener, &mut shortage)? else {
+            continue;
+        };
+        match to_workers.try_send(conn) {
+            Ok(()) => {}
+            Err(TrySendError::Full((stream, _))) => {
+                shortage.hit(&format_args!(
+                    "all {workers} workers busy and {queue} connections queued"
+                ));
+                refuse(stream);
+            }
+            Err(TrySendError::Disconnected(_)) => bail!("every worker thread has exited"),
+        }
+    }
+}
+
+/// Accepts one connection. Per-connection failures return `None`; running
+/// out of descriptors sleeps [`ACCEPT_BACKOFF`] first, so a server at its
+/// limit waits for a descriptor to free instead of spinning.
+fn accept(
+    listener: &TcpListener,
+    shortage: &mut ShortageLog,
+) -> anyhow::Result<Option<(TcpStream, SocketAddr)>> {
+    match listener.accept() {
+        Ok((stream, peer)) => {
+            shortage.clear();
+            info!("{peer} connected");
+            Ok(Some((stream, peer)))
+        }
+        Err(e) => match classify_accept_error(&e) {
+            AcceptError::WouldBlock | AcceptError::Skip => {
+                debug!("accept: {e}");
+                Ok(None)
+            }
+            AcceptError::OutOfResources => {
+                shortage.hit(&format_args!("accept failed: {e}"));
+                thread::sleep(ACCEPT_BACKOFF);
+                Ok(None)
+            }
+            AcceptError::Fatal => Err(anyhow::Error::new(e).context("accept failed")),
+        },
+    }
+}
+
+/// The article's `handle(conn)`: serve one client until it leaves.
+fn handle(mut stream: TcpStream, peer: SocketAddr, max_line: usize) {
+    match echo(&mut stream, max_line) {
+        Ok(()) => info!("{peer} closed"),
+        // Resets and broken pipes are the client's business: note and move on.
+        Err(e) => debug!("{peer} dropped: {e}"),
+    }
+}
+
+/// Reads lines and writes their replies until end of stream or an
+/// over-long line. Each reply batch is one blocking `write_all`: if the
+/// client stops reading, this thread waits there and reads nothing more, so
+/// a client that never reads costs a blocked thread, not memory.
+fn echo(stream: &mut TcpStream, max_line: usize) -> io::Result<()> {
+    let mut input = LineBuffer::new(max_line);
+    let mut replies = Vec::new();
+    loop {
+        let n = match input.read_from(stream) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let at_end = n == 0;
+        let verdict = if at_end {
+            answer_rest(&mut input, b"", &mut replies)
+        } else {
+            answer_lines(&mut input, b"", &mut replies)
+        };
+        stream.write_all(&replies)?;
+        replies.clear();
+        if at_end || verdict.is_err() {
+            shared::net::close_gracefully(stream);
+            return Ok(());
+        }
+    }
+}
+
+/// Tells a client there is no room and closes. The write cannot block for
+/// long: the socket is new and its send buffer empty.
+fn refuse(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(ERR_SERVER_FULL);
+    shared::net::close_gracefully(&stream);
+}

@@ -1,0 +1,137 @@
+//! Black-box tests of blocking-echo in each of its modes.
+
+use std::time::Duration;
+
+use shared::testing::suite::EchoSpec;
+use shared::testing::{TestServer, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blocking-echo");
+
+mod serial {
+    shared::echo_suite!(shared::testing::suite::EchoSpec {
+        bin: super::BIN,
+        args: &["--mode", "serial"],
+        suffix: "",
+        concurrent: false,
+    });
+}
+
+mod thread {
+    shared::echo_suite!(shared::testing::suite::EchoSpec {
+        bin: super::BIN,
+        args: &["--mode", "thread"],
+        suffix: "",
+        concurrent: true,
+    });
+}
+
+mod pool {
+    shared::echo_suite!(shared::testing::suite::EchoSpec {
+        bin: super::BIN,
+        args: &["--mode", "pool", "--workers", "4"],
+        suffix: "",
+        concurrent: true,
+    });
+}
+
+/// How long a client must go unanswered to count as "waiting".
+const WAIT: Duration = Duration::from_millis(300);
+
+/// The article's serial loop: a second client is not answered until the
+/// first one leaves, and then it is.
+#[test]
+fn serial_second_client_waits_for_the_first() {
+    let server = TestServer::start(BIN, &["--mode", "serial"]);
+    let mut first = server.connect();
+    assert_eq!(first.request("first"), "FIRST\n");
+
+    let mut second = server.connect();
+    second.send(b"second\n");
+    assert!(
+        second.is_silent_for(WAIT),
+        "second client answered while the first was served"
+    );
+    assert_eq!(first.request("still first"), "STILL FIRST\n");
+
+    drop(first);
+    assert_eq!(second.read_line().unwrap(), b"SECOND\n");
+}
+
+/// Pool mode with one worker and a queue of one: the third client finds the
+/// queue full and is told so; the queued one is served once the worker frees.
+#[test]
+fn pool_refuses_when_the_queue_is_full() {
+    let server = TestServer::start(BIN, &["--mode", "pool", "--workers", "1", "--queue", "1"]);
+    let mut busy = server.connect();
+    assert_eq!(busy.request("in a worker"), "IN A WORKER\n");
+
+    // Accepted in order, so `queued` takes the one place before `refused`.
+    let mut queued = server.connect();
+    queued.send(b"queued\n");
+    let mut refused = server.connect();
+    assert_eq!(refused.read_line().unwrap(), b"ERR server full\n");
+    assert_eq!(refused.read_to_end().unwrap(), b"");
+
+    assert!(
+        queued.is_silent_for(WAIT),
+        "queued client answered with the only worker busy"
+    );
+    drop(busy);
+    assert_eq!(queued.read_line().unwrap(), b"QUEUED\n");
+}
+
+/// Thread mode stops at --max-conns threads: one more client is refused, and
+/// a place frees when a client leaves.
+#[test]
+fn thread_mode_caps_connections() {
+    let server = TestServer::start(BIN, &["--mode", "thread", "--max-conns", "2"]);
+    let mut a = server.connect();
+    let mut b = server.connect();
+    assert_eq!(a.request("a"), "A\n");
+    assert_eq!(b.request("b"), "B\n");
+
+    let mut c = server.connect();
+    assert_eq!(c.read_line().unwrap(), b"ERR server full\n");
+    assert_eq!(c.read_to_end().unwrap(), b"");
+
+    drop(a);
+    // The slot frees when a's thread finishes, shortly after the close.
+    let mut retries = 0;
+    assert!(
+        eventually(|| {
+            retries += 1;
+            let mut d = server.connect();
+            d.send(b"d\n");
+            d.read_line().unwrap() == b"D\n"
+        }),
+        "no place freed after a client left ({retries} tries)"
+    );
+    assert_eq!(b.request("b again"), "B AGAIN\n");
+}
+
+/// Thread mode's threads end with their connections.
+#[cfg(target_os = "linux")]
+#[test]
+fn thread_mode_threads_end_with_their_clients() {
+    use shared::testing::proc;
+    let server = TestServer::start(BIN, &["--mode", "thread"]);
+    let baseline = proc::thread_count(server.pid());
+    let mut clients: Vec<_> = (0..20).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.request(&format!("c{i}")), format!("C{i}\n"));
+    }
+    assert_eq!(proc::thread_count(server.pid()), baseline + 20);
+    drop(clients);
+    assert!(eventually(|| proc::thread_count(server.pid()) == baseline));
+}
+
+#[test]
+fn suite_spec_reply_matches_protocol() {
+    let spec = EchoSpec {
+        bin: BIN,
+        args: &[],
+        suffix: "",
+        concurrent: false,
+    };
+    assert_eq!(spec.reply("abc"), "ABC\n");
+}

@@ -1,0 +1,76 @@
+//! The articles' interactive client: type a line, see the server's reply.
+//!
+//! Articles 000 and 001 §4 loop on `input('>>: ')`, skip empty input, `send`
+//! the text and print one `recv(1024)`. This port frames by line instead: it
+//! sends the text plus `\n` and prints the whole reply line, however many
+//! reads it takes.
+//!
+//! ```text
+//! cargo run -p select-echo                                   # terminal 1
+//! cargo run -p shared --bin client -- --addr 127.0.0.1:8093  # terminal 2
+//! ```
+//!
+//! When stdin is not a terminal the prompt is left out and every line is sent
+//! until end of input, so it works in scripts:
+//! `printf 'a\nb\n' | cargo run -p shared --bin client -- --addr 127.0.0.1:8093`.
+
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "Send lines to an echo server and print its replies")]
+struct Args {
+    /// Server address
+    #[arg(long, default_value = "127.0.0.1:8093")]
+    addr: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    shared::cli::exit_with(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let stream = TcpStream::connect(args.addr)
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut replies = BufReader::new(stream.try_clone()?);
+    let mut to_server = stream;
+    let stdin = io::stdin();
+    let interactive = stdin.is_terminal();
+    let mut input = stdin.lock();
+    let mut text = String::new();
+    let mut reply = Vec::new();
+    loop {
+        if interactive {
+            print!(">>: ");
+            io::stdout().flush()?;
+        }
+        text.clear();
+        if input.read_line(&mut text)? == 0 {
+            if interactive {
+                println!();
+            }
+            return Ok(());
+        }
+        // Like the article's `input().strip()`: surrounding blanks go, and an
+        // empty line is not sent (an empty send would wait for a reply forever).
+        let msg = text.trim();
+        if msg.is_empty() {
+            continue;
+        }
+        to_server.write_all(format!("{msg}\n").as_bytes())?;
+        reply.clear();
+        if replies.read_until(b'\n', &mut reply)? == 0 {
+            bail!("the server closed the connection");
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(&reply)?;
+        out.flush()?;
+        if reply.starts_with(b"ERR ") {
+            bail!("the server refused the line and closed the connection");
+        }
+    }
+}

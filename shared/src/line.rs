@@ -1,0 +1,334 @@
+//! Line framing for the echo protocol.
+//!
+//! TCP is a byte stream: one `recv` may hold half a line, or a hundred. The
+//! Python originals treat each `recv(1024)` as one message; every port here
+//! frames by `\n` instead, with [`LineBuffer`].
+//!
+//! The buffer reads straight into its own storage and hands out complete lines
+//! as slices of it, so a line is never copied on its way in. Its size is
+//! bounded: a line longer than the limit is an error as soon as the buffered
+//! part passes the limit, without waiting for a newline that may never come.
+
+use std::fmt;
+use std::io::{self, Read};
+
+/// The smallest free space [`LineBuffer::read_from`] offers the kernel. Large
+/// enough that a pipelined batch of short lines arrives in one read, small
+/// enough that a connection that has spoken once costs only a few KiB.
+const MIN_READ: usize = 8 * 1024;
+
+/// Storage held by an empty buffer is given back past this size, so one long
+/// line does not pin a large allocation to an idle connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// A line was longer than the limit. The connection cannot be framed any more:
+/// the server answers `ERR line too long` and closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong {
+    /// The limit that was passed, in bytes, newline not counted.
+    pub limit: usize,
+}
+
+impl fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line longer than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Bytes received on one connection that have not yet formed a whole line.
+///
+/// `buf[start..end]` holds unconsumed input; `buf[start..scanned]` is known to
+/// contain no newline, so each byte is searched once however it arrives.
+#[derive(Debug)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    scanned: usize,
+    end: usize,
+    max_line: usize,
+}
+
+impl LineBuffer {
+    /// A buffer that accepts lines of up to `max_line` bytes (newline not
+    /// counted). It allocates nothing until the first byte arrives.
+    pub fn new(max_line: usize) -> Self {
+        LineBuffer {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            end: 0,
+            max_line,
+        }
+    }
+
+    /// The longest line this buffer accepts.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// Bytes received and not yet taken as lines.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// True when every byte received has been taken as a line.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Bytes of storage currently held (for memory accounting).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends bytes that arrived some other way (a completion buffer, a test).
+    pub fn extend(&mut self, data: &[u8]) {
+        self.make_room(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
+    /// One `read` from `src` straight into the buffer's free space.
+    ///
+    /// Returns what `read` returned: `Ok(0)` is end of stream. Call
+    /// [`next_line`](Self::next_line) until it yields `None` between reads;
+    /// the buffer then never holds more than one partial line and one read.
+    pub fn read_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
+        self.make_room(MIN_READ);
+        let n = src.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The free space at the end of the buffer, at least `MIN_READ` bytes, for
+    /// a caller that fills it itself; report what it wrote with
+    /// [`filled`](Self::filled).
+    pub fn spare(&mut self) -> &mut [u8] {
+        self.make_room(MIN_READ);
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that the first `n` bytes of [`spare`](Self::spare) now hold data.
+    pub fn filled(&mut self, n: usize) {
+        assert!(
+            self.end + n <= self.buf.len(),
+            "filled past the spare space"
+        );
+        self.end += n;
+    }
+
+    /// The next complete line, without its `\n` (a `\r` before it is data and
+    /// is kept, so the reply to `abc\r\n` is `ABC\r\n`).
+    ///
+    /// `Ok(None)` means no complete line is buffered yet. `Err` means the
+    /// line being received is longer than the limit; lines before it have
+    /// all been returned first, so the error comes at the same point however
+    /// the stream was cut into reads.
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
+        match memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
+            Some(i) => {
+                let newline = self.scanned + i;
+                let line_start = self.start;
+                if newline - line_start > self.max_line {
+                    return Err(self.too_long());
+                }
+                self.start = newline + 1;
+                self.scanned = self.start;
+                if self.start == self.end {
+                    self.reset();
+                }
+                Ok(Some(&self.buf[line_start..newline]))
+            }
+            None => {
+                self.scanned = self.end;
+                if self.end - self.start > self.max_line {
+                    return Err(self.too_long());
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// At end of stream: the unterminated last fragment, answered as a line.
+    /// Call after [`next_line`](Self::next_line) has returned `None`.
+    pub fn take_rest(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
+        if self.start == self.end {
+            return Ok(None);
+        }
+        if self.end - self.start > self.max_line {
+            return Err(self.too_long());
+        }
+        let (from, to) = (self.start, self.end);
+        self.start = to;
+        self.scanned = to;
+        Ok(Some(&self.buf[from..to]))
+    }
+
+    fn too_long(&self) -> LineTooLong {
+        LineTooLong {
+            limit: self.max_line,
+        }
+    }
+
+    /// Everything consumed: rewind. The storage is kept (the line just
+    /// returned still points into it); [`make_room`](Self::make_room) gives
+    /// back what a long line grew.
+    fn reset(&mut self) {
+        self.start = 0;
+        self.scanned = 0;
+        self.end = 0;
+    }
+
+    /// Ensures `want` free bytes after `end`: first by moving the partial line
+    /// to the front (it is at most `max_line` bytes), then by growing. The
+    /// storage is zeroed only when it grows, never per read.
+    fn make_room(&mut self, want: usize) {
+        if self.end == 0 && self.buf.len() > KEEP_CAPACITY && want <= KEEP_CAPACITY {
+            self.buf = Vec::new();
+        }
+        if self.buf.len() - self.end >= want {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < want {
+            let needed = self.end + want;
+            let grown = needed.max(self.buf.len() * 2).max(MIN_READ);
+            self.buf.resize(grown, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` one by one, taking every line after each, as a server does.
+    fn lines_of(max_line: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<LineTooLong>) {
+        let mut buf = LineBuffer::new(max_line);
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            buf.extend(chunk);
+            loop {
+                match buf.next_line() {
+                    Ok(Some(line)) => lines.push(line.to_vec()),
+                    Ok(None) => break,
+                    Err(e) => return (lines, Some(e)),
+                }
+            }
+        }
+        (lines, None)
+    }
+
+    fn owned(lines: &[&str]) -> Vec<Vec<u8>> {
+        lines.iter().map(|l| l.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_joined() {
+        let (lines, err) = lines_of(100, &[b"hel", b"lo wo", b"rld\nnext"]);
+        assert_eq!(lines, owned(&["hello world"]));
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn many_lines_in_one_read_come_out_in_order() {
+        let (lines, err) = lines_of(100, &[b"a\nbb\nccc\n"]);
+        assert_eq!(lines, owned(&["a", "bb", "ccc"]));
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn carriage_return_is_kept_as_data() {
+        let (lines, _) = lines_of(100, &[b"abc\r\nxyz\r", b"\n"]);
+        assert_eq!(lines, owned(&["abc\r", "xyz\r"]));
+    }
+
+    #[test]
+    fn empty_lines_are_lines() {
+        let (lines, _) = lines_of(100, &[b"\n\na\n", b"\n"]);
+        assert_eq!(lines, owned(&["", "", "a", ""]));
+    }
+
+    #[test]
+    fn a_line_exactly_at_the_limit_is_accepted() {
+        let line = vec![b'x'; 10];
+        let mut input = line.clone();
+        input.push(b'\n');
+        // Byte by byte too, so the "no newline yet" check sees every length.
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        let (lines, err) = lines_of(10, &bytes);
+        assert_eq!(lines, vec![line.clone()]);
+        assert_eq!(err, None);
+        let (lines, err) = lines_of(10, &[&input]);
+        assert_eq!(lines, vec![line]);
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_fails_before_its_newline() {
+        // Eleven bytes and no newline yet: already known to be too long.
+        let (lines, err) = lines_of(10, &[b"ok\n", b"xxxxxxxxxxx"]);
+        assert_eq!(lines, owned(&["ok"]));
+        assert_eq!(err, Some(LineTooLong { limit: 10 }));
+    }
+
+    #[test]
+    fn a_line_over_the_limit_fails_when_it_arrives_whole() {
+        let (lines, err) = lines_of(10, &[b"ok\nxxxxxxxxxxx\nlater\n"]);
+        assert_eq!(lines, owned(&["ok"]));
+        assert_eq!(err, Some(LineTooLong { limit: 10 }));
+    }
+
+    #[test]
+    fn the_rest_at_end_of_stream_is_a_line() {
+        let mut buf = LineBuffer::new(10);
+        buf.extend(b"a\nb");
+        assert_eq!(buf.next_line(), Ok(Some(&b"a"[..])));
+        assert_eq!(buf.next_line(), Ok(None));
+        assert_eq!(buf.take_rest(), Ok(Some(&b"b"[..])));
+        assert_eq!(buf.take_rest(), Ok(None));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn reads_go_straight_into_the_buffer() {
+        let mut src: &[u8] = b"one\ntwo\nthr";
+        let mut buf = LineBuffer::new(100);
+        assert_eq!(buf.read_from(&mut src).unwrap(), 11);
+        assert_eq!(buf.next_line(), Ok(Some(&b"one"[..])));
+        assert_eq!(buf.next_line(), Ok(Some(&b"two"[..])));
+        assert_eq!(buf.next_line(), Ok(None));
+        assert_eq!(buf.buffered(), 3);
+        assert_eq!(buf.read_from(&mut src).unwrap(), 0);
+    }
+
+    #[test]
+    fn storage_stays_bounded_by_one_line_and_one_read() {
+        let mut buf = LineBuffer::new(1000);
+        let line = [b'y'; 999];
+        for _ in 0..10_000 {
+            buf.extend(&line);
+            buf.extend(b"\n");
+            while let Ok(Some(_)) = buf.next_line() {}
+        }
+        assert!(buf.capacity() <= 1000 + 2 * MIN_READ, "{}", buf.capacity());
+    }
+
+    #[test]
+    fn a_long_line_gives_its_storage_back() {
+        let mut buf = LineBuffer::new(1 << 20);
+        buf.extend(&vec![b'z'; 500_000]);
+        buf.extend(b"\n");
+        assert_eq!(buf.next_line().unwrap().map(<[u8]>::len), Some(500_000));
+        buf.extend(b"short\n");
+        assert_eq!(buf.next_line(), Ok(Some(&b"short"[..])));
+        assert!(buf.capacity() <= KEEP_CAPACITY, "{}", buf.capacity());
+    }
+}

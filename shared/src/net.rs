@@ -1,0 +1,177 @@
+//! Listening sockets, the ready line, and what an `accept` error means.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::cli::ServerArgs;
+
+/// Binds a TCP listener with `SO_REUSEADDR` (a restarted server can bind while
+/// old connections sit in TIME_WAIT) and the given backlog.
+///
+/// `nonblocking` makes `accept` return `WouldBlock` instead of waiting, as
+/// Python's `server.setblocking(False)` does.
+pub fn bind(addr: SocketAddr, backlog: i32, nonblocking: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(nonblocking)?;
+    Ok(socket.into())
+}
+
+/// Prints the one line scripts and tests wait for, `listening on <ip>:<port>`,
+/// with the port the kernel really bound, and flushes it.
+pub fn announce(listener: &TcpListener) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()
+}
+
+/// [`bind`] from the common arguments, then [`announce`]; a failure reads
+/// `cannot listen on 127.0.0.1:8093: Address already in use`.
+pub fn listen(args: &ServerArgs, nonblocking: bool) -> anyhow::Result<TcpListener> {
+    let listener = bind(args.addr, args.backlog, nonblocking)
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    announce(&listener).context("cannot write the ready line")?;
+    Ok(listener)
+}
+
+/// What a failed `accept` means for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// Nothing to accept now (non-blocking socket): go back to waiting.
+    WouldBlock,
+    /// That one connection failed (it was reset before we took it, a firewall
+    /// refused it, a signal interrupted the call): skip it, accept the next.
+    Skip,
+    /// The process or system is out of descriptors or memory (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM). The pending connection stays queued, so a listener
+    /// polled for readiness stays ready: stop accepting for
+    /// [`ACCEPT_BACKOFF`] instead of spinning.
+    OutOfResources,
+    /// A bug or a broken listener (EBADF, EINVAL, …): give up.
+    Fatal,
+}
+
+/// How long a server stops accepting after [`AcceptError::OutOfResources`].
+/// Long enough not to burn a core retrying, short enough that a freed
+/// descriptor is used promptly.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Sorts an error from `accept` into what the server should do about it.
+pub fn classify_accept_error(e: &io::Error) -> AcceptError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => return AcceptError::WouldBlock,
+        io::ErrorKind::Interrupted
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::PermissionDenied => return AcceptError::Skip,
+        io::ErrorKind::OutOfMemory => return AcceptError::OutOfResources,
+        _ => {}
+    }
+    classify_os_error(e.raw_os_error())
+}
+
+#[cfg(unix)]
+fn classify_os_error(code: Option<i32>) -> AcceptError {
+    match code {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            AcceptError::OutOfResources
+        }
+        // accept(2) on Linux: errors of the new connection's network are
+        // passed on by accept and should be treated like EAGAIN.
+        Some(
+            libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::ENETDOWN
+            | libc::ETIMEDOUT,
+        ) => AcceptError::Skip,
+        _ => AcceptError::Fatal,
+    }
+}
+
+#[cfg(windows)]
+fn classify_os_error(code: Option<i32>) -> AcceptError {
+    const WSAEMFILE: i32 = 10024;
+    const WSAENOBUFS: i32 = 10055;
+    const WSAENETDOWN: i32 = 10050;
+    match code {
+        Some(WSAEMFILE | WSAENOBUFS) => AcceptError::OutOfResources,
+        Some(WSAENETDOWN) => AcceptError::Skip,
+        _ => AcceptError::Fatal,
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
+fn classify_os_error(_code: Option<i32>) -> AcceptError {
+    AcceptError::Fatal
+}
+
+/// Logs a descriptor shortage once per burst rather than once per attempt:
+/// a server that keeps failing to accept would otherwise flood its log.
+#[derive(Debug, Default)]
+pub struct ShortageLog {
+    in_shortage: bool,
+    refused: u64,
+}
+
+impl ShortageLog {
+    /// Call on each accept that failed for lack of resources (or a connection
+    /// refused for lack of room).
+    pub fn hit(&mut self, what: &dyn std::fmt::Display) {
+        self.refused += 1;
+        if !self.in_shortage {
+            self.in_shortage = true;
+            log::warn!("{what}; backing off until it clears");
+        }
+    }
+
+    /// Call when a connection was accepted and served normally again.
+    pub fn clear(&mut self) {
+        if self.in_shortage {
+            log::info!(
+                "accepting again after {} failed or refused attempts",
+                self.refused
+            );
+            self.in_shortage = false;
+            self.refused = 0;
+        }
+    }
+}
+
+/// Most bytes [`close_gracefully`] reads and throws away.
+const DRAIN_LIMIT: usize = 256 * 1024;
+
+/// Ends a connection so that what was just written reaches the client.
+///
+/// Closing a socket whose receive queue still holds data makes the kernel
+/// send a reset, and a reset can destroy the last reply (`ERR line too long`,
+/// say) before the client reads it. So: send FIN after the data
+/// (`shutdown(Write)`), discard whatever input has already arrived, without
+/// waiting for more, then let the caller drop the socket.
+pub fn close_gracefully(stream: &std::net::TcpStream) {
+    use std::io::Read;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 16 * 1024];
+    let mut drained = 0;
+    let mut reader = stream;
+    while drained < DRAIN_LIMIT {
+        match reader.read(&mut scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Test support: every crate's black-box tests start the real server binary
+//! and talk to it over real sockets with these.
+//!
+//! Every wait is bounded: a server that hangs fails the test instead of
+//! hanging CI.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+
+pub mod suite;
+
+/// How long a test waits for any one thing before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server binary running on a free loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts `bin` with `args` plus `--addr 127.0.0.1:0` and waits for its
+    /// `listening on` line. Its log goes to the test's stderr at `warn`
+    /// unless `RUST_LOG` is set.
+    pub fn start(bin: &str, args: &[&str]) -> TestServer {
+        let mut command = Command::new(bin);
+        command.args(args);
+        Self::start_command(command)
+    }
+
+    /// Like [`start`](Self::start), for a command the caller has prepared
+    /// (extra environment, a lowered descriptor limit).
+    pub fn start_command(mut command: Command) -> TestServer {
+        command
+            .args(["--addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(line) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep reading so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(TIMEOUT) {
+            Ok(Ok(line)) => line,
+            other => {
+                let _ = child.kill();
+                panic!("{command:?} printed no ready line: {other:?}");
+            }
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        TestServer { child, addr }
+    }
+
+    /// The address the server is listening on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's process id, for `/proc` readings.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new line client connected to the server.
+    pub fn connect(&self) -> LineClient {
+        LineClient::connect(self.addr)
+    }
+
+    /// The exit status if the server has exited, without waiting.
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking TCP client for line protocols, every read and write bounded by
+/// [`TIMEOUT`].
+#[derive(Debug)]
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+}
+
+impl LineClient {
+    /// Connects to `addr`, panicking if that fails within [`TIMEOUT`].
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        Self::from_stream(stream)
+    }
+
+    /// Wraps a stream that is already connected.
+    pub fn from_stream(stream: TcpStream) -> LineClient {
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        LineClient {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// The socket, for options and shutdowns.
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    /// Writes all of `bytes`.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("send failed: {e}"));
+    }
+
+    /// Reads one line, `\n` included. An empty result means end of stream.
+    pub fn read_line(&mut self) -> io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line)?;
+        Ok(line)
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0; n];
+        self.reader.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Sends `line` plus `\n` and returns the reply line, `\n` included.
+    pub fn request(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes());
+        let reply = self
+            .read_line()
+            .unwrap_or_else(|e| panic!("no reply to {line:?}: {e}"));
+        String::from_utf8(reply).expect("reply is UTF-8")
+    }
+
+    /// Reads until the server closes, returning everything it sent.
+    pub fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = Vec::new();
+        self.reader.read_to_end(&mut all)?;
+        Ok(all)
+    }
+
+    /// True if nothing arrives within `wait` (the read times out). For
+    /// asserting that a server is *not* answering, e.g. a serial server busy
+    /// with another client.
+    pub fn is_silent_for(&mut self, wait: Duration) -> bool {
+        self.stream().set_read_timeout(Some(wait)).expect("timeout");
+        let mut byte = [0u8; 1];
+        let silent = match self.reader.read(&mut byte) {
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            Ok(_) => false,
+        };
+        self.stream()
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("timeout");
+        silent
+    }
+
+    /// Shuts down the sending side: the server sees end of stream.
+    pub fn shutdown_write(&self) {
+        self.stream().shutdown(Shutdown::Write).expect("shutdown");
+    }
+
+    /// Closes with a reset (`SO_LINGER` 0) instead of a graceful close.
+    pub fn reset(self) {
+        SockRef::from(self.stream())
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(self);
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or [`TIMEOUT`] passes;
+/// returns whether it held. For state the test can only observe from
+/// outside, such as a descriptor count in `/proc`.
+pub fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` towards `want` (up to the hard
+/// limit) and returns the soft limit now in force. Servers started afterwards
+/// inherit it.
+#[cfg(unix)]
+pub fn raise_nofile_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own and pass by pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY: setrlimit reads the rlimit we own; it changes only limits.
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
+    }
+    lim.rlim_cur
+}
+
+/// Readings of a process from `/proc` (Linux).
+#[cfg(target_os = "linux")]
+pub mod proc {
+    use std::fs;
+    use std::time::Duration;
+
+    /// Resident memory in KiB (`VmRSS`).
+    pub fn rss_kib(pid: u32) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// CPU time used so far, user and system.
+    pub fn cpu_time(pid: u32) -> (Duration, Duration) {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields[i - 3].parse::<u64>().expect("tick count");
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let to_time = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+        (to_time(ticks(14)), to_time(ticks(15)))
+    }
+
+    /// User plus system CPU time.
+    pub fn total_cpu(pid: u32) -> Duration {
+        let (user, system) = cpu_time(pid);
+        user + system
+    }
+
+    /// Open descriptors.
+    pub fn fd_count(pid: u32) -> usize {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read fd dir")
+            .count()
+    }
+
+    /// Threads.
+    pub fn thread_count(pid: u32) -> usize {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("read task dir")
+            .count()
+    }
+
+    /// The largest of the kernel's TCP receive and send buffer limits
+    /// (`tcp_rmem` and `tcp_wmem` maxima) added up: how much one direction
+    /// of a connection can hold in kernel buffers.
+    pub fn tcp_buffer_max() -> u64 {
+        let max_of = |path: &str| -> u64 {
+            fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+                .unwrap_or(6 << 20)
+        };
+        max_of("/proc/sys/net/ipv4/tcp_rmem") + max_of("/proc/sys/net/ipv4/tcp_wmem")
+    }
+}

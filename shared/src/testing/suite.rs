@@ -1,0 +1,301 @@
+//! The echo protocol's conformance tests, run against every echo server.
+//!
+//! Each function starts the server described by an [`EchoSpec`] and checks
+//! one rule of CONVENTIONS.md on the wire. [`echo_suite!`](crate::echo_suite)
+//! turns the list into `#[test]` functions in the calling crate, so each
+//! server (and each mode of one) runs the same checks.
+
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
+use std::sync::Barrier;
+use std::thread;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{TIMEOUT, TestServer};
+
+/// Which server to test and what its replies look like.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoSpec {
+    /// Path of the server binary (`env!("CARGO_BIN_EXE_…")`).
+    pub bin: &'static str,
+    /// Arguments besides `--addr`, such as `["--mode", "thread"]`.
+    pub args: &'static [&'static str],
+    /// What the server puts before each reply's `\n` (`_SB` for selectors-echo).
+    pub suffix: &'static str,
+    /// False for a server that serves one client at a time: the tests then
+    /// expect a second client to be answered only after the first leaves.
+    pub concurrent: bool,
+}
+
+impl EchoSpec {
+    /// Starts the server with the spec's arguments plus `extra`.
+    pub fn start(&self, extra: &[&str]) -> TestServer {
+        let args: Vec<&str> = self.args.iter().chain(extra).copied().collect();
+        TestServer::start(self.bin, &args)
+    }
+
+    /// The exact reply the server owes for `line`.
+    pub fn reply(&self, line: &str) -> String {
+        format!("{}{}\n", line.to_ascii_uppercase(), self.suffix)
+    }
+}
+
+/// A long payload cut down for a failure message.
+fn summary(s: &str) -> String {
+    const SHOW: usize = 120;
+    if s.len() <= SHOW {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(SHOW).collect();
+    format!("{head:?}… ({} bytes in all)", s.len())
+}
+
+/// The exact error line for an over-long line.
+pub const ERR_LINE_TOO_LONG: &str = "ERR line too long\n";
+
+/// One line in, one upper-cased line out; the connection stays open.
+pub fn one_request(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.request("hello, World 42"),
+        spec.reply("hello, World 42")
+    );
+    assert_eq!(client.request(""), spec.reply(""));
+    assert_eq!(client.request("again"), spec.reply("again"));
+}
+
+/// 1000 lines sent in a single write get 1000 replies, in order, byte for byte.
+pub fn pipelined_1000(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut client = server.connect();
+    let lines: Vec<String> = (0..1000).map(|i| format!("line {i} of many")).collect();
+    let request: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let expected: String = lines.iter().map(|l| spec.reply(l)).collect();
+    client.send(request.as_bytes());
+    let got = client.read_exact(expected.len()).expect("all replies");
+    let got = String::from_utf8(got).unwrap();
+    assert!(got == expected, "replies differ: {}", summary(&got));
+}
+
+/// A line sent one byte per write (one segment each, Nagle off) is one reply.
+pub fn byte_by_byte(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut client = server.connect();
+    for &b in b"split into single bytes\n" {
+        client.send(&[b]);
+    }
+    assert_eq!(
+        client.read_line().unwrap(),
+        spec.reply("split into single bytes").as_bytes()
+    );
+}
+
+/// 50 clients at once, 100 requests each, every reply correct and in order.
+pub fn concurrent_50x100(spec: &EchoSpec) {
+    const CLIENTS: usize = 50;
+    const REQUESTS: usize = 100;
+    let server = spec.start(&[]);
+    let start_together = Barrier::new(CLIENTS);
+    thread::scope(|s| {
+        for c in 0..CLIENTS {
+            let (server, start_together) = (&server, &start_together);
+            s.spawn(move || {
+                let mut client = server.connect();
+                start_together.wait();
+                for r in 0..REQUESTS {
+                    let line = format!("client {c} request {r}");
+                    assert_eq!(client.request(&line), spec.reply(&line));
+                }
+            });
+        }
+    });
+}
+
+/// A line of exactly `--max-line` bytes is answered; one byte more is told
+/// `ERR line too long` and closed as soon as the limit passes, with no
+/// newline sent; other clients carry on.
+pub fn over_long_line(spec: &EchoSpec) {
+    const LIMIT: usize = 64 * 1024; // the default --max-line
+    let server = spec.start(&[]);
+    let mut bystander = spec.concurrent.then(|| server.connect());
+    if let Some(b) = bystander.as_mut() {
+        assert_eq!(b.request("before"), spec.reply("before"));
+    }
+
+    let mut at_limit = server.connect();
+    let line = "a".repeat(LIMIT);
+    let reply = at_limit.request(&line);
+    assert!(
+        reply == spec.reply(&line),
+        "wrong reply to a line at the limit: {}",
+        summary(&reply)
+    );
+    drop(at_limit);
+
+    let mut over = server.connect();
+    over.send("b".repeat(LIMIT + 1).as_bytes());
+    assert_eq!(over.read_line().unwrap(), ERR_LINE_TOO_LONG.as_bytes());
+    assert_eq!(over.read_to_end().expect("a clean close, not a reset"), b"");
+
+    let mut after = bystander.unwrap_or_else(|| server.connect());
+    assert_eq!(after.request("after"), spec.reply("after"));
+}
+
+/// After the client shuts down its sending side, every owed reply comes back
+/// (the unterminated last fragment answered as a line), then end of stream.
+pub fn half_close(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut client = server.connect();
+    client.send(b"first\nsecond\nno newline");
+    client.shutdown_write();
+    let got = client.read_to_end().expect("replies, then a clean close");
+    let expected = spec.reply("first") + &spec.reply("second") + &spec.reply("no newline");
+    assert_eq!(String::from_utf8(got).unwrap(), expected);
+}
+
+/// Clients that reset mid-line, or with replies still owed, do not disturb
+/// the others.
+pub fn reset_mid_stream(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut other = spec.concurrent.then(|| server.connect());
+    if let Some(o) = other.as_mut() {
+        assert_eq!(o.request("still here"), spec.reply("still here"));
+    }
+
+    let mut mid_line = server.connect();
+    assert_eq!(mid_line.request("hi"), spec.reply("hi"));
+    mid_line.send(b"half a li");
+    mid_line.reset();
+
+    let mut owed = server.connect();
+    owed.send("reset before reading\n".repeat(5000).as_bytes());
+    owed.reset();
+
+    let mut other = other.unwrap_or_else(|| server.connect());
+    assert_eq!(other.request("still here"), spec.reply("still here"));
+    drop(other); // a serial server serves the newcomer only after this one
+    let mut newcomer = server.connect();
+    assert_eq!(newcomer.request("newcomer"), spec.reply("newcomer"));
+}
+
+/// A client that writes 16 MiB of lines and never reads: the server stops
+/// reading from it once 1 MiB of replies is owed, so its memory stays
+/// bounded, and it still answers someone else.
+#[cfg(target_os = "linux")]
+pub fn non_reading_client(spec: &EchoSpec) {
+    use super::proc;
+    const FLOOD: usize = 16 << 20;
+    let server = spec.start(&[]);
+    let mut probe = server.connect();
+    assert_eq!(probe.request("warm up"), spec.reply("warm up"));
+    // A serial server must be free for the flooder.
+    let probe = spec.concurrent.then_some(probe);
+    let rss_before = proc::rss_kib(server.pid());
+
+    // Small client-side buffers, so what the server cannot hand over piles
+    // up in the server, where the test can see it, not in this process.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    socket.set_send_buffer_size(64 << 10).unwrap();
+    socket
+        .connect_timeout(&server.addr().into(), TIMEOUT)
+        .unwrap();
+    let mut flooder: TcpStream = socket.into();
+    flooder
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let chunk = "never going to read the replies to any of these lines.....\n".repeat(1024);
+    let mut written = 0;
+    'flood: while written < FLOOD {
+        let mut rest = chunk.as_bytes();
+        while !rest.is_empty() {
+            match flooder.write(rest) {
+                Ok(n) => {
+                    written += n;
+                    rest = &rest[n..];
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break 'flood;
+                }
+                Err(e) => panic!("flood write failed: {e}"),
+            }
+        }
+    }
+
+    let grown_kib = proc::rss_kib(server.pid()).saturating_sub(rss_before);
+    assert!(
+        grown_kib < 8 * 1024,
+        "server RSS grew by {grown_kib} KiB while a client wrote {written} bytes and read none"
+    );
+    // Kernel buffers on both ends can absorb this much of the flood; past
+    // it, only a server that stopped reading explains the stall.
+    let kernel_room = proc::tcp_buffer_max() as usize + (2 << 20);
+    if kernel_room < FLOOD {
+        assert!(
+            written < FLOOD,
+            "the server kept reading all {written} bytes"
+        );
+    }
+
+    let mut probe = probe.unwrap_or_else(|| {
+        drop(flooder);
+        server.connect()
+    });
+    assert_eq!(probe.request("anyone there"), spec.reply("anyone there"));
+}
+
+/// Generates one `#[test]` per conformance check, for the server the given
+/// [`EchoSpec`] expression describes. Use it inside a module per server mode:
+///
+/// ```text
+/// mod thread_mode {
+///     shared::echo_suite!(shared::testing::suite::EchoSpec {
+///         bin: env!("CARGO_BIN_EXE_blocking-echo"),
+///         args: &["--mode", "thread"],
+///         suffix: "",
+///         concurrent: true,
+///     });
+/// }
+/// ```
+#[macro_export]
+macro_rules! echo_suite {
+    ($spec:expr) => {
+        const SPEC: $crate::testing::suite::EchoSpec = $spec;
+        #[test]
+        fn one_request() {
+            $crate::testing::suite::one_request(&SPEC);
+        }
+        #[test]
+        fn pipelined_1000() {
+            $crate::testing::suite::pipelined_1000(&SPEC);
+        }
+        #[test]
+        fn byte_by_byte() {
+            $crate::testing::suite::byte_by_byte(&SPEC);
+        }
+        #[test]
+        fn concurrent_50x100() {
+            $crate::testing::suite::concurrent_50x100(&SPEC);
+        }
+        #[test]
+        fn over_long_line() {
+            $crate::testing::suite::over_long_line(&SPEC);
+        }
+        #[test]
+        fn half_close() {
+            $crate::testing::suite::half_close(&SPEC);
+        }
+        #[test]
+        fn reset_mid_stream() {
+            $crate::testing::suite::reset_mid_stream(&SPEC);
+        }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn non_reading_client() {
+            $crate::testing::suite::non_reading_client(&SPEC);
+        }
+    };
+}
