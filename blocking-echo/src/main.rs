@@ -30,12 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use log::{debug, info, warn};
-use shared::echo::ERR_SERVER_FULL;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, LineBuffer, answer_lines, answer_rest};
 
@@ -112,7 +110,7 @@ fn thread_per_connection(
         // Only this thread increments, so the check cannot race past the cap.
         if live.load(Ordering::Acquire) >= max_conns {
             shortage.hit(&format_args!("{max_conns} connections (--max-conns)"));
-            refuse(stream);
+            shared::net::refuse(&stream);
             continue;
         }
         let slot = LiveSlot::take(&live);
@@ -182,7 +180,7 @@ fn pool(
                 shortage.hit(&format_args!(
                     "all {workers} workers busy and {queue} connections queued"
                 ));
-                refuse(stream);
+                shared::net::refuse(&stream);
             }
             Err(TrySendError::Disconnected(_)) => bail!("every worker thread has exited"),
         }
@@ -252,12 +250,4 @@ fn echo(stream: &mut TcpStream, max_line: usize) -> io::Result<()> {
             return Ok(());
         }
     }
-}
-
-/// Tells a client there is no room and closes. The write cannot block for
-/// long: the socket is new and its send buffer empty.
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.write_all(ERR_SERVER_FULL);
-    shared::net::close_gracefully(&stream);
 }

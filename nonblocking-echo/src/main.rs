@@ -1,1 +1,241 @@
-fn main() {}
+//! Non-blocking I/O: the busy-polling echo server of article 001 §3 (and of
+//! article 002, which names its lists `conn_lst` and `del_lst`).
+//!
+//! Every socket is non-blocking, so no call waits: `accept`, `read` and
+//! `write` either do their work at once or fail with `WouldBlock`. Waiting
+//! for data is no longer done by the kernel on our behalf; the program asks
+//! again and again, in a loop that never sleeps. Copying the data (the second
+//! phase) still happens inside `read`, as with blocking sockets.
+//!
+//! Each pass of the loop tries `accept`, then visits every connection, reads
+//! what has arrived, answers the complete lines and writes what is owed. The
+//! cost is the lesson: with nothing to do the loop still spins a core at
+//! 100%, and once a second it logs how many empty passes it made ("doing
+//! other things", as the article prints). `--idle-sleep-ms` sleeps after an
+//! empty pass, like the article's commented-out `time.sleep`, trading that
+//! CPU for latency.
+//!
+//! ```text
+//! cargo run -p nonblocking-echo                                      # terminal 1
+//! cargo run -p shared --bin hello-client -- --addr 127.0.0.1:8083    # terminal 2
+//! ```
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use log::{debug, info};
+use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
+use shared::{EchoArgs, LineBuffer, Outbox, answer_lines, answer_rest};
+
+#[derive(Parser, Debug)]
+#[command(about = "Echo server that polls non-blocking sockets in a busy loop (article 001 §3)")]
+struct Args {
+    #[command(flatten)]
+    echo: EchoArgs,
+
+    /// Sleep this long after a pass that found nothing to do (0: spin)
+    #[arg(long, default_value_t = 0)]
+    idle_sleep_ms: u64,
+}
+
+/// Most connections taken per pass, so a burst of new clients cannot starve
+/// the ones already connected.
+const ACCEPTS_PER_PASS: usize = 128;
+
+/// One client: its socket and the protocol state around it.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Received bytes not yet framed into lines.
+    input: LineBuffer,
+    /// Replies owed (the article's `w_list[conn]`), kept across passes
+    /// because `write` may take only part of them.
+    output: Outbox,
+    /// The client half-closed or sent an over-long line: finish writing what
+    /// is owed, then close.
+    closing: bool,
+}
+
+/// What one visit to a connection found.
+enum Visit {
+    /// Bytes moved.
+    Busy,
+    /// Nothing was ready.
+    Idle,
+    /// The connection is over; drop it.
+    Done,
+}
+
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8083")]);
+    shared::cli::exit_with(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // The article's `server.setblocking(False)`.
+    let listener = shared::net::listen(&args.echo.server, true)?;
+    let idle_sleep = Duration::from_millis(args.idle_sleep_ms);
+    let max_conns = args.echo.server.max_conns;
+
+    // The article's `r_list`: every connection, visited on every pass.
+    let mut conns: Vec<Conn> = Vec::new();
+    // Its `del_rlist`: indices of connections to drop after the pass, since
+    // a list cannot be changed while it is being walked.
+    let mut del_list: Vec<usize> = Vec::new();
+    let mut shortage = ShortageLog::default();
+    let mut accept_paused_until = Instant::now();
+    let mut idle_passes: u64 = 0;
+    let mut last_report = Instant::now();
+
+    loop {
+        let mut busy = false;
+
+        if Instant::now() >= accept_paused_until {
+            match accept_new(&listener, &mut conns, args.echo.max_line, max_conns) {
+                Ok(n) => {
+                    busy |= n > 0;
+                    if n > 0 {
+                        shortage.clear();
+                    }
+                }
+                // Out of descriptors: the pending client stays queued, so
+                // retrying at once would fail again. Leave it a while.
+                Err(e) => {
+                    shortage.hit(&format_args!("accept failed: {e}"));
+                    accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
+                }
+            }
+        }
+
+        for (i, conn) in conns.iter_mut().enumerate() {
+            match visit(conn) {
+                Visit::Busy => busy = true,
+                Visit::Idle => {}
+                Visit::Done => del_list.push(i),
+            }
+        }
+        // Back to front, so each swap_remove moves an element already kept.
+        for i in del_list.drain(..).rev() {
+            let conn = conns.swap_remove(i);
+            info!("{} closed", conn.peer);
+        }
+
+        if !busy {
+            idle_passes += 1;
+            if !idle_sleep.is_zero() {
+                thread::sleep(idle_sleep);
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            let owing = conns.iter().filter(|c| !c.output.is_empty()).count();
+            info!(
+                "doing other things: {idle_passes} idle passes in the last second; \
+                 r_list {}, w_list {owing}",
+                conns.len()
+            );
+            idle_passes = 0;
+            last_report = Instant::now();
+        }
+    }
+}
+
+/// The article's `try: server.accept() except BlockingIOError`, repeated
+/// until nobody is waiting. Returns how many clients were taken; `Err` only
+/// for a shortage of descriptors or memory.
+fn accept_new(
+    listener: &TcpListener,
+    conns: &mut Vec<Conn>,
+    max_line: usize,
+    max_conns: usize,
+) -> anyhow::Result<usize> {
+    let mut accepted = 0;
+    while accepted < ACCEPTS_PER_PASS {
+        let (stream, peer) = match listener.accept() {
+            Ok(pair) => pair,
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::WouldBlock => break,
+                AcceptError::Skip => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+                AcceptError::OutOfResources => return Err(e.into()),
+                AcceptError::Fatal => {
+                    return Err(anyhow::Error::new(e).context("accept failed"));
+                }
+            },
+        };
+        accepted += 1;
+        if conns.len() >= max_conns {
+            shared::net::refuse(&stream);
+            continue;
+        }
+        // An accepted socket does not inherit O_NONBLOCK on Linux.
+        if let Err(e) = stream.set_nonblocking(true) {
+            debug!("{peer}: {e}");
+            continue;
+        }
+        info!("{peer} connected");
+        conns.push(Conn {
+            stream,
+            peer,
+            input: LineBuffer::new(max_line),
+            output: Outbox::new(),
+            closing: false,
+        });
+    }
+    Ok(accepted)
+}
+
+/// One visit: read what has arrived, answer it, write what is owed.
+///
+/// The article's pass calls `recv(1024)` and stores `data.upper()` as one
+/// reply, then calls `send` once and forgets the rest. Here a read may hold
+/// half a line or many, each complete line gets its reply, and what `write`
+/// did not take waits in `output` for the next pass.
+fn visit(conn: &mut Conn) -> Visit {
+    let mut busy = false;
+
+    // Reading stops while a megabyte of replies is owed, so a client that
+    // never reads cannot make us buffer without bound.
+    if !conn.closing && !conn.output.is_full() {
+        match conn.input.read_from(&mut conn.stream) {
+            Ok(0) => {
+                // End of stream: answer the unterminated last fragment too.
+                let _ = answer_rest(&mut conn.input, b"", conn.output.buf_mut());
+                conn.closing = true;
+                busy = true;
+            }
+            Ok(_) => {
+                if answer_lines(&mut conn.input, b"", conn.output.buf_mut()).is_err() {
+                    conn.closing = true;
+                }
+                busy = true;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(e) => {
+                debug!("{} read: {e}", conn.peer);
+                return Visit::Done;
+            }
+        }
+    }
+
+    if !conn.output.is_empty() {
+        let owed = conn.output.len();
+        if let Err(e) = conn.output.write_to(&mut conn.stream) {
+            debug!("{} write: {e}", conn.peer);
+            return Visit::Done;
+        }
+        busy |= conn.output.len() != owed;
+    }
+
+    if conn.closing && conn.output.is_empty() {
+        shared::net::close_gracefully(&conn.stream);
+        return Visit::Done;
+    }
+    if busy { Visit::Busy } else { Visit::Idle }
+}
