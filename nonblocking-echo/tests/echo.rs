@@ -71,7 +71,10 @@ mod cpu {
     #[test]
     fn spinning_burns_cpu_while_idle() {
         let used = idle_cpu(&[]);
-        assert!(used >= Duration::from_millis(200), "only {used:?} of CPU in 2 s");
+        assert!(
+            used >= Duration::from_millis(200),
+            "only {used:?} of CPU in 2 s"
+        );
     }
 
     /// The article's commented-out `time.sleep`: idle passes cost little.
