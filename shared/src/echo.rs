@@ -24,11 +24,47 @@ pub const MAX_OWED: usize = 1 << 20;
 /// are (Python's `bytes.upper()`), then `suffix` and `\n`.
 #[inline]
 pub fn reply_into(line: &[u8], suffix: &[u8], out: &mut Vec<u8>) {
-    let from = out.len();
-    out.extend_from_slice(line);
-    out[from..].make_ascii_uppercase();
+    out.reserve(line.len() + suffix.len() + 1);
+    upper_into(line, out);
     out.extend_from_slice(suffix);
     out.push(b'\n');
+}
+
+/// Appends `src` with ASCII `a-z` upper-cased.
+///
+/// The standard `make_ascii_uppercase` goes a byte at a time, and the
+/// compiler's vector loop over a slice only starts at 64 bytes, past a
+/// typical line: that made up most of a request's user-space instructions.
+/// A loop over a fixed 16-byte block is one the compiler turns into a few
+/// vector instructions (SSE2 on x86-64, NEON on ARM), so lines go 16 bytes
+/// at a time.
+#[inline]
+fn upper_into(src: &[u8], out: &mut Vec<u8>) {
+    out.reserve(src.len());
+    let mut blocks = src.chunks_exact(16);
+    for block in &mut blocks {
+        out.extend_from_slice(&upper_16(block.try_into().expect("16 bytes")));
+    }
+    let tail = blocks.remainder();
+    if tail.is_empty() {
+        return;
+    }
+    if let Some(last) = src.len().checked_sub(16) {
+        // The last 16 bytes as one more block; only its unwritten end is kept.
+        let block = upper_16(src[last..].try_into().expect("16 bytes"));
+        out.extend_from_slice(&block[16 - tail.len()..]);
+    } else {
+        out.extend(tail.iter().map(u8::to_ascii_uppercase));
+    }
+}
+
+/// Upper-cases a 16-byte block, branch-free so that it vectorises.
+#[inline(always)]
+fn upper_16(mut block: [u8; 16]) -> [u8; 16] {
+    for b in &mut block {
+        *b -= u8::from(b.wrapping_sub(b'a') < 26) << 5;
+    }
+    block
 }
 
 /// Answers every complete line buffered in `input`, appending the replies to
@@ -42,8 +78,15 @@ pub fn answer_lines(
     out: &mut Vec<u8>,
 ) -> Result<(), LineTooLong> {
     loop {
-        match input.next_line() {
-            Ok(Some(line)) => reply_into(line, suffix, out),
+        match input.next_lines() {
+            // Without a suffix, the replies to a batch of lines are the batch
+            // upper-cased (`\n` is left alone): one pass, however many lines.
+            Ok(Some(lines)) if suffix.is_empty() => upper_into(lines, out),
+            Ok(Some(lines)) => {
+                for line in lines[..lines.len() - 1].split(|&b| b == b'\n') {
+                    reply_into(line, suffix, out);
+                }
+            }
             Ok(None) => return Ok(()),
             Err(e) => {
                 out.extend_from_slice(ERR_LINE_TOO_LONG);
@@ -158,6 +201,16 @@ mod tests {
         let mut out = Vec::new();
         reply_into("héllo, World! 123 ß\r".as_bytes(), b"", &mut out);
         assert_eq!(out, "HéLLO, WORLD! 123 ß\r\n".as_bytes());
+    }
+
+    #[test]
+    fn every_byte_value_upper_cases_like_the_standard_library() {
+        let all: Vec<u8> = (0..=255u8).chain(b"abcxyz{`@[".iter().copied()).collect();
+        for start in 0..8 {
+            let mut out = Vec::new();
+            upper_into(&all[start..], &mut out);
+            assert_eq!(out, all[start..].to_ascii_uppercase());
+        }
     }
 
     #[test]

@@ -130,25 +130,70 @@ impl LineBuffer {
         match memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
             Some(i) => {
                 let newline = self.scanned + i;
-                let line_start = self.start;
-                if newline - line_start > self.max_line {
-                    return Err(self.too_long());
-                }
-                self.start = newline + 1;
-                self.scanned = self.start;
-                if self.start == self.end {
-                    self.reset();
-                }
-                Ok(Some(&self.buf[line_start..newline]))
+                let line = self.take_through(newline, newline + 1)?;
+                Ok(Some(&line[..line.len() - 1]))
             }
-            None => {
-                self.scanned = self.end;
-                if self.end - self.start > self.max_line {
-                    return Err(self.too_long());
-                }
-                Ok(None)
-            }
+            None => self.no_newline(),
         }
+    }
+
+    /// Every complete line buffered, as one slice in which each line keeps
+    /// its `\n`: one search from the end instead of one per line, so a
+    /// pipelined batch is framed in a single step.
+    ///
+    /// When the batch is longer than the limit, one of its lines might be
+    /// too, so it returns just the next line (with its `\n`) and checks it;
+    /// calling again returns the rest. `Ok(None)` and `Err` mean what they
+    /// mean for [`next_line`](Self::next_line).
+    pub fn next_lines(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
+        if self.scanned == self.end {
+            // Nothing new since the last search (the usual second call).
+            return self.no_newline();
+        }
+        let unscanned = &self.buf[self.scanned..self.end];
+        // A read usually ends where a line does: then no search at all.
+        let found = match unscanned.last() {
+            Some(b'\n') => Some(unscanned.len() - 1),
+            _ => memchr::memrchr(b'\n', unscanned),
+        };
+        let Some(i) = found else {
+            return self.no_newline();
+        };
+        let last = self.scanned + i;
+        if last - self.start > self.max_line {
+            let first = self.scanned
+                + memchr::memchr(b'\n', &self.buf[self.scanned..=last])
+                    .expect("there is a newline at `last`");
+            return self.take_through(first, first + 1).map(Some);
+        }
+        // Searched from the end: what follows `last` holds no newline.
+        let end = self.end;
+        self.take_through(last, end).map(Some)
+    }
+
+    /// Takes `buf[start..=newline]`: one line, checked against the limit, or
+    /// a batch no longer than the limit, whose lines therefore all fit.
+    /// `scanned` is how far the rest is known to be free of newlines.
+    fn take_through(&mut self, newline: usize, scanned: usize) -> Result<&[u8], LineTooLong> {
+        let from = self.start;
+        if newline - from > self.max_line {
+            return Err(self.too_long());
+        }
+        self.start = newline + 1;
+        self.scanned = scanned;
+        if self.start == self.end {
+            self.reset();
+        }
+        Ok(&self.buf[from..=newline])
+    }
+
+    /// No newline in what is buffered: fine unless it is already too long.
+    fn no_newline(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
+        self.scanned = self.end;
+        if self.end - self.start > self.max_line {
+            return Err(self.too_long());
+        }
+        Ok(None)
     }
 
     /// At end of stream: the unterminated last fragment, answered as a line.
@@ -284,6 +329,56 @@ mod tests {
         let (lines, err) = lines_of(10, &[b"ok\nxxxxxxxxxxx\nlater\n"]);
         assert_eq!(lines, owned(&["ok"]));
         assert_eq!(err, Some(LineTooLong { limit: 10 }));
+    }
+
+    /// Like `lines_of`, through `next_lines`, split back into lines.
+    fn batches_of(max_line: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Option<LineTooLong>) {
+        let mut buf = LineBuffer::new(max_line);
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            buf.extend(chunk);
+            loop {
+                match buf.next_lines() {
+                    Ok(Some(batch)) => {
+                        assert_eq!(batch.last(), Some(&b'\n'));
+                        let body = &batch[..batch.len() - 1];
+                        lines.extend(body.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (lines, Some(e)),
+                }
+            }
+        }
+        (lines, None)
+    }
+
+    #[test]
+    fn batches_hold_the_same_lines() {
+        let chunks: &[&[u8]] = &[b"a\nbb\nc", b"cc\n\nddd", b"d\ne\n"];
+        assert_eq!(batches_of(100, chunks), lines_of(100, chunks));
+        assert_eq!(
+            batches_of(100, chunks).0,
+            owned(&["a", "bb", "ccc", "", "dddd", "e"])
+        );
+    }
+
+    #[test]
+    fn batches_longer_than_the_limit_are_checked_line_by_line() {
+        // Each line fits in 4; the batch of them does not.
+        let chunks: &[&[u8]] = &[b"abcd\nefgh\nijk\nlmnop\nq\n"];
+        let (lines, err) = batches_of(4, chunks);
+        assert_eq!(lines, owned(&["abcd", "efgh", "ijk"]));
+        assert_eq!(err, Some(LineTooLong { limit: 4 }));
+        assert_eq!(batches_of(4, chunks), lines_of(4, chunks));
+    }
+
+    #[test]
+    fn batches_see_an_over_long_partial_line() {
+        let chunks: &[&[u8]] = &[b"ok\nxxxxx", b"xxxxxx"];
+        assert_eq!(
+            batches_of(10, chunks),
+            (owned(&["ok"]), Some(LineTooLong { limit: 10 }))
+        );
     }
 
     #[test]

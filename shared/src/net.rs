@@ -132,7 +132,7 @@ impl ShortageLog {
         self.refused += 1;
         if !self.in_shortage {
             self.in_shortage = true;
-            log::warn!("{what}; backing off until it clears");
+            log::warn!("{what} (said once until it clears)");
         }
     }
 
@@ -140,7 +140,7 @@ impl ShortageLog {
     pub fn clear(&mut self) {
         if self.in_shortage {
             log::info!(
-                "accepting again after {} failed or refused attempts",
+                "serving new clients again after {} refused or failed",
                 self.refused
             );
             self.in_shortage = false;

@@ -299,3 +299,57 @@ macro_rules! echo_suite {
         }
     };
 }
+
+/// The outcome of [`crowd`]: the clients that were served, still connected,
+/// and how many were told `ERR server full` and closed.
+#[derive(Debug)]
+pub struct Crowd {
+    /// Connected clients whose request was answered correctly.
+    pub served: Vec<super::LineClient>,
+    /// Clients that got `ERR server full` followed by the end of the stream.
+    pub refused: usize,
+}
+
+/// Opens `n` connections at once, then sends one request on each and reads
+/// one line: either the right reply or `ERR server full` followed by the
+/// close. Any other answer fails the test.
+pub fn crowd(server: &TestServer, spec: &EchoSpec, n: usize) -> Crowd {
+    let clients: Vec<_> = (0..n).map(|_| server.connect()).collect();
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let line = format!("crowd member {i}");
+        client.send(format!("{line}\n").as_bytes());
+        let answer = client.read_line().expect("an answer");
+        if answer == spec.reply(&line).as_bytes() {
+            served.push(client);
+        } else if answer == crate::echo::ERR_SERVER_FULL {
+            // Then the close: a clean end of stream, or a reset if our
+            // request reached a socket the server had already closed.
+            match client.read_to_end() {
+                Ok(rest) => assert!(rest.is_empty(), "data after ERR server full"),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+            }
+            refused += 1;
+        } else {
+            panic!(
+                "client {i} got {:?}",
+                summary(&String::from_utf8_lossy(&answer))
+            );
+        }
+    }
+    Crowd { served, refused }
+}
+
+/// CPU time the server uses over two seconds while ten clients are
+/// connected and silent. A server that waits in the kernel uses about none.
+#[cfg(target_os = "linux")]
+pub fn idle_cpu(server: &TestServer) -> Duration {
+    use super::proc;
+    let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
+    let before = proc::total_cpu(server.pid());
+    thread::sleep(Duration::from_secs(2));
+    let used = proc::total_cpu(server.pid()) - before;
+    drop(clients);
+    used
+}
