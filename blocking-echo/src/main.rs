@@ -206,7 +206,7 @@ fn accept(
                 Ok(None)
             }
             AcceptError::OutOfResources => {
-                shortage.hit(&format_args!("accept failed: {e}"));
+                shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
                 thread::sleep(ACCEPT_BACKOFF);
                 Ok(None)
             }

@@ -106,7 +106,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 // Out of descriptors: the pending client stays queued, so
                 // retrying at once would fail again. Leave it a while.
                 Err(e) => {
-                    shortage.hit(&format_args!("accept failed: {e}"));
+                    shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
                     accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
                 }
             }
