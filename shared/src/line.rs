@@ -95,6 +95,7 @@ impl LineBuffer {
     /// Returns what `read` returned: `Ok(0)` is end of stream. Call
     /// [`next_line`](Self::next_line) until it yields `None` between reads;
     /// the buffer then never holds more than one partial line and one read.
+    #[inline]
     pub fn read_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
         self.make_room(MIN_READ);
         let n = src.read(&mut self.buf[self.end..])?;
@@ -145,6 +146,7 @@ impl LineBuffer {
     /// too, so it returns just the next line (with its `\n`) and checks it;
     /// calling again returns the rest. `Ok(None)` and `Err` mean what they
     /// mean for [`next_line`](Self::next_line).
+    #[inline]
     pub fn next_lines(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
         if self.scanned == self.end {
             // Nothing new since the last search (the usual second call).
@@ -174,6 +176,7 @@ impl LineBuffer {
     /// Takes `buf[start..=newline]`: one line, checked against the limit, or
     /// a batch no longer than the limit, whose lines therefore all fit.
     /// `scanned` is how far the rest is known to be free of newlines.
+    #[inline]
     fn take_through(&mut self, newline: usize, scanned: usize) -> Result<&[u8], LineTooLong> {
         let from = self.start;
         if newline - from > self.max_line {
@@ -188,6 +191,7 @@ impl LineBuffer {
     }
 
     /// No newline in what is buffered: fine unless it is already too long.
+    #[inline]
     fn no_newline(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
         self.scanned = self.end;
         if self.end - self.start > self.max_line {
@@ -220,16 +224,28 @@ impl LineBuffer {
     /// Everything consumed: rewind. The storage is kept (the line just
     /// returned still points into it); [`make_room`](Self::make_room) gives
     /// back what a long line grew.
+    #[inline]
     fn reset(&mut self) {
         self.start = 0;
         self.scanned = 0;
         self.end = 0;
     }
 
-    /// Ensures `want` free bytes after `end`: first by moving the partial line
-    /// to the front (it is at most `max_line` bytes), then by growing. The
-    /// storage is zeroed only when it grows, never per read.
+    /// Ensures `want` free bytes after `end`. The usual case, room already
+    /// there, is a comparison; the rest is kept out of line.
+    #[inline]
     fn make_room(&mut self, want: usize) {
+        if self.buf.len() - self.end < want || self.buf.len() > KEEP_CAPACITY {
+            self.make_room_slow(want);
+        }
+    }
+
+    /// Gives back storage a long line grew once the buffer is empty; then
+    /// moves the partial line to the front (it is at most `max_line` bytes),
+    /// and grows if that is not enough. Storage is zeroed only when it grows,
+    /// never per read.
+    #[cold]
+    fn make_room_slow(&mut self, want: usize) {
         if self.end == 0 && self.buf.len() > KEEP_CAPACITY && want <= KEEP_CAPACITY {
             self.buf = Vec::new();
         }
