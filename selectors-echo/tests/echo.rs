@@ -1,0 +1,63 @@
+//! Black-box tests of selectors-echo.
+
+use shared::testing::suite::{EchoSpec, crowd};
+
+const SPEC: EchoSpec = EchoSpec {
+    bin: env!("CARGO_BIN_EXE_selectors-echo"),
+    args: &[],
+    suffix: "_SB",
+    concurrent: true,
+};
+
+mod protocol {
+    shared::echo_suite!(super::SPEC);
+}
+
+/// No FD_SETSIZE here: 5000 clients at once are all served, then a newcomer.
+#[cfg(unix)]
+#[test]
+fn five_thousand_clients_at_once() {
+    let limit = shared::testing::raise_nofile_limit(12_000);
+    assert!(limit >= 10_100, "RLIMIT_NOFILE is only {limit}");
+    let server = SPEC.start(&[]);
+    let mut c = crowd(&server, &SPEC, 5000);
+    eprintln!(
+        "5000 clients: {} served, {} refused",
+        c.served.len(),
+        c.refused
+    );
+    assert_eq!((c.served.len(), c.refused), (5000, 0));
+    // Every one of them is still served, in any order.
+    for (i, client) in c.served.iter_mut().enumerate().rev().step_by(7) {
+        let line = format!("again {i}");
+        assert_eq!(client.request(&line), SPEC.reply(&line));
+    }
+    let mut newcomer = server.connect();
+    assert_eq!(newcomer.request("newcomer"), "NEWCOMER_SB\n");
+}
+
+/// Past --max-conns, a client is told and closed; the rest are served.
+#[test]
+fn refuses_past_max_conns() {
+    let server = SPEC.start(&["--max-conns", "20"]);
+    let c = crowd(&server, &SPEC, 25);
+    assert_eq!((c.served.len(), c.refused), (20, 5));
+    drop(c);
+    assert!(shared::testing::eventually(|| {
+        let mut d = server.connect();
+        d.send(b"d\n");
+        d.read_line().unwrap() == b"D_SB\n"
+    }));
+}
+
+/// Waiting for readiness costs nothing: ten idle clients, no CPU to speak of.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_connections_cost_no_cpu() {
+    let server = SPEC.start(&[]);
+    let used = shared::testing::suite::idle_cpu(&server);
+    assert!(
+        used < std::time::Duration::from_millis(200),
+        "{used:?} of CPU in 2 s"
+    );
+}
