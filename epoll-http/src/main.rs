@@ -1,0 +1,487 @@
+//! epoll: the "Hello, world!" HTTP server of article 003, level- or
+//! edge-triggered.
+//!
+//! The article's steps map to calls one for one: `select.epoll()` is
+//! `epoll_create1`, `register`/`modify`/`unregister` are `epoll_ctl` with
+//! ADD/MOD/DEL, and `poll(1)` is `epoll_wait` with a one-second timeout. As
+//! with `select`, the process blocks only while waiting for readiness and
+//! copies afterwards; unlike `select`, the kernel keeps the interest list, so
+//! each wait costs the ready sockets, not all of them.
+//!
+//! Level-triggered (the default, as in the article): a socket is reported on
+//! every wait while it is readable or writable, so one `read` per event is
+//! enough. Edge-triggered (`--edge`): a socket is reported when it *becomes*
+//! ready, once; the server must read and write until `WouldBlock` each time,
+//! or what is left waits for an edge that never comes.
+//!
+//! ```text
+//! cargo run -p epoll-http                 # terminal 1
+//! curl -v http://127.0.0.1:8080/          # terminal 2
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use shared::ServerArgs;
+
+mod http;
+
+#[derive(Parser, Debug)]
+#[command(about = "HTTP \"Hello, world!\" server on epoll (article 003)")]
+struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Edge-triggered (EPOLLET) instead of level-triggered
+    #[arg(long)]
+    edge: bool,
+
+    /// Set TCP_CORK while a batch of pipelined responses is written
+    #[arg(long)]
+    cork: bool,
+
+    /// Set TCP_NODELAY on accepted connections
+    #[arg(long)]
+    nodelay: bool,
+
+    /// Seconds a client has to send a whole request head (and body)
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
+
+    /// Seconds a keep-alive connection may sit idle between requests
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    idle_timeout: Duration,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("error: epoll-http needs Linux (epoll)");
+    ExitCode::FAILURE
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8080")]);
+    shared::cli::exit_with(server::run(args))
+}
+
+#[cfg(target_os = "linux")]
+mod server {
+    use std::io::{self, ErrorKind, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant, SystemTime};
+
+    use anyhow::Context;
+    use log::{debug, info};
+    use nix::errno::Errno;
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use shared::Outbox;
+    use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
+    use slab::Slab;
+    use socket2::SockRef;
+
+    use super::Args;
+    use crate::http::{self, Responses};
+
+    /// The listener's `data` in epoll events; connections use their slab key.
+    const LISTENER: u64 = u64::MAX;
+    /// The article's `epoll.poll(1)`: wake at least once a second, to expire
+    /// idle connections and refresh the `Date` header.
+    const TICK: u16 = 1000;
+    /// One read takes at most this much: a few dozen pipelined requests.
+    const READ_SIZE: usize = 64 * 1024;
+    /// Sent to a client over `--max-conns`.
+    const SERVER_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+        Content-Length: 12\r\nConnection: close\r\n\r\nserver full\n";
+
+    struct Conn {
+        stream: TcpStream,
+        peer: SocketAddr,
+        /// The article's `requests[fileno]`: the start of a request still
+        /// arriving. Empty between requests, so an idle connection holds no
+        /// buffer; complete requests are answered straight from the read.
+        pending: Vec<u8>,
+        /// The article's `responses[fileno]`: what the socket has not taken.
+        output: Outbox,
+        /// Bytes of a request body still to skip.
+        body_left: usize,
+        /// Responses in `output`, for `--cork`.
+        owed_responses: usize,
+        /// Close once `output` is written.
+        closing: bool,
+        /// When the request being received began, for `--header-timeout`.
+        request_started: Option<Instant>,
+        /// Past this, the connection is closed (header or idle timeout).
+        deadline: Instant,
+        /// What epoll watches for now (level-triggered mode).
+        interest: EpollFlags,
+    }
+
+    struct Server {
+        epoll: Epoll,
+        listener: TcpListener,
+        conns: Slab<Conn>,
+        /// One read buffer for all connections.
+        scratch: Box<[u8]>,
+        responses: Responses,
+        edge: bool,
+        cork: bool,
+        nodelay: bool,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        max_conns: usize,
+        /// The time, read once per turn of the loop.
+        now: Instant,
+        next_sweep: Instant,
+        accept_paused_until: Option<Instant>,
+        shortage: ShortageLog,
+    }
+
+    pub fn run(args: Args) -> anyhow::Result<()> {
+        let listener = shared::net::listen(&args.server, true)?;
+        // The article's `epoll = select.epoll()` ...
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create1")?;
+        let edge = if args.edge {
+            EpollFlags::EPOLLET
+        } else {
+            EpollFlags::empty()
+        };
+        // ... and `epoll.register(serversocket.fileno(), select.EPOLLIN)`.
+        epoll
+            .add(
+                &listener,
+                EpollEvent::new(EpollFlags::EPOLLIN | edge, LISTENER),
+            )
+            .context("epoll_ctl(ADD) for the listener")?;
+        info!("{}-triggered", if args.edge { "edge" } else { "level" });
+        let now = Instant::now();
+        let mut server = Server {
+            epoll,
+            listener,
+            conns: Slab::new(),
+            scratch: vec![0; READ_SIZE].into_boxed_slice(),
+            responses: Responses::new(SystemTime::now()),
+            edge: args.edge,
+            cork: args.cork,
+            nodelay: args.nodelay,
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_conns: args.server.max_conns,
+            now,
+            next_sweep: now + Duration::from_secs(1),
+            accept_paused_until: None,
+            shortage: ShortageLog::default(),
+        };
+        let mut events = vec![EpollEvent::empty(); 1024];
+
+        loop {
+            // The article's `events = epoll.poll(1)`.
+            let ready = match server.epoll.wait(&mut events, EpollTimeout::from(TICK)) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e).context("epoll_wait"),
+            };
+            server.tick();
+            for event in &events[..ready] {
+                if event.data() == LISTENER {
+                    server.accept_all();
+                } else {
+                    server.on_event(event.data() as usize, event.events());
+                }
+            }
+        }
+    }
+
+    impl Server {
+        /// Once per turn: the clock, the `Date` header, timeouts, accepts.
+        fn tick(&mut self) {
+            self.now = Instant::now();
+            self.responses.refresh(SystemTime::now());
+            if self.now >= self.next_sweep {
+                self.next_sweep = self.now + Duration::from_secs(1);
+                self.expire();
+            }
+            if self.accept_paused_until.is_some_and(|t| self.now >= t) {
+                self.accept_paused_until = None;
+                let _ = self.epoll.modify(
+                    &self.listener,
+                    &mut EpollEvent::new(EpollFlags::EPOLLIN | self.mode(), LISTENER),
+                );
+                // Edge-triggered, the clients already waiting raise no new
+                // edge: take them now.
+                self.accept_all();
+            }
+        }
+
+        fn mode(&self) -> EpollFlags {
+            if self.edge {
+                EpollFlags::EPOLLET
+            } else {
+                EpollFlags::empty()
+            }
+        }
+
+        /// Closes connections past their deadline: a client slower than
+        /// `--header-timeout` with its request, or idle past `--idle-timeout`.
+        fn expire(&mut self) {
+            let now = self.now;
+            let expired: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.deadline <= now)
+                .map(|(key, _)| key)
+                .collect();
+            for key in expired {
+                debug!("{} timed out", self.conns[key].peer);
+                self.close(key);
+            }
+        }
+
+        /// Accepts every waiting client (edge-triggered mode needs that; in
+        /// level-triggered mode it saves a wait per client).
+        fn accept_all(&mut self) {
+            while self.accept_paused_until.is_none() {
+                let (stream, peer) = match self.listener.accept() {
+                    Ok(pair) => pair,
+                    Err(e) => match classify_accept_error(&e) {
+                        AcceptError::WouldBlock => return,
+                        AcceptError::Skip => continue,
+                        // Out of descriptors: the client stays queued and a
+                        // level-triggered listener stays readable. Stop
+                        // watching it for a moment instead of spinning.
+                        AcceptError::OutOfResources | AcceptError::Fatal => {
+                            self.shortage
+                                .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                            self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+                            let _ = self.epoll.modify(
+                                &self.listener,
+                                &mut EpollEvent::new(EpollFlags::empty(), LISTENER),
+                            );
+                            return;
+                        }
+                    },
+                };
+                if self.conns.len() >= self.max_conns {
+                    self.shortage.hit(&format_args!(
+                        "{} connections (--max-conns); refusing new clients",
+                        self.max_conns
+                    ));
+                    let _ = (&stream).write_all(SERVER_FULL);
+                    shared::net::close_gracefully(&stream);
+                    continue;
+                }
+                if let Err(e) = self.add(stream, peer) {
+                    debug!("{peer}: {e}");
+                }
+            }
+        }
+
+        /// The article's `connection.setblocking(0)` and
+        /// `epoll.register(connection.fileno(), select.EPOLLIN)`.
+        fn add(&mut self, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
+            stream.set_nonblocking(true)?;
+            if self.nodelay {
+                stream.set_nodelay(true)?;
+            }
+            let interest = if self.edge {
+                // Registered once for everything; never modified.
+                EpollFlags::EPOLLIN
+                    | EpollFlags::EPOLLOUT
+                    | EpollFlags::EPOLLRDHUP
+                    | EpollFlags::EPOLLET
+            } else {
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+            };
+            let entry = self.conns.vacant_entry();
+            self.epoll
+                .add(&stream, EpollEvent::new(interest, entry.key() as u64))?;
+            entry.insert(Conn {
+                stream,
+                peer,
+                pending: Vec::new(),
+                output: Outbox::new(),
+                body_left: 0,
+                owed_responses: 0,
+                closing: false,
+                request_started: None,
+                deadline: self.now + self.header_timeout,
+                interest,
+            });
+            self.shortage.clear();
+            debug!("{peer} connected");
+            Ok(())
+        }
+
+        fn on_event(&mut self, key: usize, flags: EpollFlags) {
+            if !self.conns.contains(key) {
+                return;
+            }
+            // The article's `elif event & select.EPOLLHUP`: the connection is
+            // gone both ways (or broken); nothing more can be said on it.
+            if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                debug!("{} hung up", self.conns[key].peer);
+                self.close(key);
+                return;
+            }
+            match self.exchange(key) {
+                Ok(true) => {
+                    if !self.edge {
+                        self.update_interest(key);
+                    }
+                }
+                Ok(false) => {
+                    shared::net::close_gracefully(&self.conns[key].stream);
+                    self.close(key);
+                }
+                Err(e) => {
+                    debug!("{}: {e}", self.conns[key].peer);
+                    self.close(key);
+                }
+            }
+        }
+
+        /// Writes what is owed, reads, answers what arrived, writes again.
+        /// Returns whether the connection stays open.
+        ///
+        /// The article reads on `EPOLLIN` until the request is complete, then
+        /// `modify(fileno, EPOLLOUT)`, and writes on the next `EPOLLOUT`:
+        /// two `epoll_ctl` and a wait per request. Here the response is
+        /// written as soon as it is ready; interest changes to `EPOLLOUT`
+        /// only if the socket does not take it all.
+        fn exchange(&mut self, key: usize) -> io::Result<bool> {
+            let conn = &mut self.conns[key];
+            loop {
+                write_owed(conn, self.cork)?;
+                if !conn.output.is_empty() {
+                    return Ok(true); // wait until the socket has room
+                }
+                if conn.closing {
+                    return Ok(false);
+                }
+                let n = match conn.stream.read(&mut self.scratch) {
+                    // End of stream: every complete request was answered as it
+                    // arrived; a partial one is dropped with the connection.
+                    // (The article's level-triggered loop would spin here on
+                    // `recv` returning nothing, and never free its entries.)
+                    Ok(0) => return Ok(false),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                answer(
+                    conn,
+                    &self.scratch[..n],
+                    &self.responses,
+                    self.now,
+                    self.header_timeout,
+                    self.idle_timeout,
+                );
+                if !self.edge {
+                    // Level-triggered: one read per event; anything left is
+                    // reported by the next wait.
+                    write_owed(conn, self.cork)?;
+                    return Ok(!conn.closing || !conn.output.is_empty());
+                }
+                // Edge-triggered: go round until the socket would block.
+            }
+        }
+
+        /// Level-triggered: watch for reading while nothing is owed, for
+        /// writing while something is (the article's `modify` calls).
+        fn update_interest(&mut self, key: usize) {
+            let conn = &mut self.conns[key];
+            let wanted = if conn.output.is_empty() {
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+            } else {
+                EpollFlags::EPOLLOUT
+            };
+            if wanted != conn.interest {
+                conn.interest = wanted;
+                let mut event = EpollEvent::new(wanted, key as u64);
+                if let Err(e) = self.epoll.modify(&conn.stream, &mut event) {
+                    debug!("{}: epoll_ctl(MOD): {e}", conn.peer);
+                    self.close(key);
+                }
+            }
+        }
+
+        /// The article's `epoll.unregister(fileno)` and `close()`.
+        fn close(&mut self, key: usize) {
+            let conn = self.conns.remove(key);
+            let _ = self.epoll.delete(&conn.stream);
+            debug!("{} closed", conn.peer);
+        }
+    }
+
+    /// Answers the complete requests among `data` (what was pending plus
+    /// what just arrived) and keeps the rest for later.
+    fn answer(
+        conn: &mut Conn,
+        data: &[u8],
+        responses: &Responses,
+        now: Instant,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) {
+        if conn.pending.is_empty() {
+            let handled =
+                http::respond(data, &mut conn.body_left, responses, conn.output.buf_mut());
+            conn.owed_responses += handled.responses;
+            if !handled.close {
+                conn.pending.extend_from_slice(&data[handled.consumed..]);
+            }
+            conn.closing |= handled.close;
+        } else {
+            conn.pending.extend_from_slice(data);
+            let handled = http::respond(
+                &conn.pending,
+                &mut conn.body_left,
+                responses,
+                conn.output.buf_mut(),
+            );
+            conn.owed_responses += handled.responses;
+            conn.pending.drain(..handled.consumed);
+            if handled.close {
+                conn.pending = Vec::new();
+            }
+            conn.closing |= handled.close;
+        }
+        // A request under way must be complete within --header-timeout of
+        // its first byte; between requests, --idle-timeout applies.
+        if conn.pending.is_empty() && conn.body_left == 0 {
+            conn.request_started = None;
+            conn.deadline = now + idle_timeout;
+        } else {
+            conn.deadline = *conn.request_started.get_or_insert(now) + header_timeout;
+        }
+    }
+
+    /// Writes what is owed; with `--cork`, a batch of several responses is
+    /// held back by TCP_CORK until all of it is written (article 003's TCP
+    /// options), so it leaves in full segments.
+    fn write_owed(conn: &mut Conn, cork: bool) -> io::Result<()> {
+        if conn.output.is_empty() {
+            return Ok(());
+        }
+        let corked = cork && conn.owed_responses > 1;
+        if corked {
+            SockRef::from(&conn.stream).set_tcp_cork(true)?;
+        }
+        let result = conn.output.write_to(&mut conn.stream);
+        if corked {
+            SockRef::from(&conn.stream).set_tcp_cork(false)?;
+        }
+        if conn.output.is_empty() {
+            conn.owed_responses = 0;
+        }
+        result
+    }
+}

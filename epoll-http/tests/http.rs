@@ -1,0 +1,397 @@
+//! Black-box tests of epoll-http, each run level- and edge-triggered.
+#![cfg(target_os = "linux")]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use shared::testing::{TIMEOUT, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_epoll-http");
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// One HTTP response as read off the wire.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The headers every response must carry (TechEmpower's rules among them).
+    fn assert_well_formed(&self) {
+        assert_eq!(self.header("Server"), Some("epoll-http"));
+        let date = self.header("Date").expect("Date header");
+        httpdate::parse_http_date(date).expect("an HTTP date");
+        assert_eq!(self.header("Content-Type"), Some("text/plain"));
+        assert!(self.header("Content-Length").is_some());
+    }
+}
+
+/// A raw HTTP/1.x client: bytes out, responses parsed strictly.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk).expect("read");
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Reads one response; `head_only` for a response to HEAD.
+    fn response(&mut self, head_only: bool) -> Response {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) =
+                parsed.parse(&self.buf).expect("valid response")
+            {
+                let status = parsed.code.unwrap();
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8(h.value.to_vec()).unwrap(),
+                        )
+                    })
+                    .collect();
+                let length: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                let length = if head_only { 0 } else { length };
+                while self.buf.len() < len + length {
+                    assert!(self.fill() > 0, "closed mid-body");
+                }
+                let body = self.buf[len..len + length].to_vec();
+                self.buf.drain(..len + length);
+                return Response {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            assert!(self.fill() > 0, "closed before a complete response");
+        }
+    }
+
+    /// True if the server closed the connection (end of stream, or a reset
+    /// because it closed with our bytes unread) with nothing more sent.
+    fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => self.buf.is_empty(),
+            Ok(_) => false,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn start(args: &[&str]) -> TestServer {
+    TestServer::start(BIN, args)
+}
+
+fn get_and_head_with_a_real_client(mode: &[&str]) {
+    let server = start(mode);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(TIMEOUT))
+        .build()
+        .into();
+    let url = format!("http://{}/anything", server.addr());
+
+    let mut get = agent.get(&url).call().expect("GET");
+    assert_eq!(get.status(), 200);
+    let header = |r: &ureq::http::Response<ureq::Body>, n: &str| {
+        r.headers().get(n).map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(header(&get, "server").as_deref(), Some("epoll-http"));
+    assert_eq!(header(&get, "content-type").as_deref(), Some("text/plain"));
+    assert_eq!(header(&get, "content-length").as_deref(), Some("13"));
+    httpdate::parse_http_date(&header(&get, "date").unwrap()).unwrap();
+    assert_eq!(get.body_mut().read_to_string().unwrap(), "Hello, world!");
+
+    let head = agent.head(&url).call().expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "content-length").as_deref(), Some("13"));
+
+    let mut post = agent.post(&url).send("some body").expect("POST");
+    assert_eq!(post.status(), 405);
+    assert_eq!(header(&post, "allow").as_deref(), Some("GET, HEAD"));
+    assert_eq!(
+        post.body_mut().read_to_string().unwrap(),
+        "405 Method Not Allowed\n"
+    );
+
+    // The agent reused its connection throughout; one more to be sure.
+    let mut again = agent.get(&url).call().expect("GET again");
+    assert_eq!(again.body_mut().read_to_string().unwrap(), "Hello, world!");
+}
+
+fn keep_alive_serves_many_requests_on_one_connection(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    for _ in 0..5 {
+        c.send(GET);
+        let r = c.response(false);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"Hello, world!");
+        assert_eq!(r.header("Connection"), None);
+        r.assert_well_formed();
+    }
+}
+
+fn hundred_pipelined_requests_in_one_write(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let method = if i % 10 == 9 { "HEAD" } else { "GET" };
+        batch.extend_from_slice(format!("{method} /{i} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    }
+    c.send(&batch);
+    for i in 0..100 {
+        let head = i % 10 == 9;
+        let r = c.response(head);
+        assert_eq!(r.status, 200, "response {i}");
+        assert_eq!(
+            r.body,
+            if head { &b""[..] } else { b"Hello, world!" },
+            "response {i}"
+        );
+    }
+    assert!(c.buf.is_empty());
+}
+
+fn a_request_split_byte_by_byte(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    for &b in GET {
+        c.send(&[b]);
+    }
+    let r = c.response(false);
+    assert_eq!((r.status, &r.body[..]), (200, &b"Hello, world!"[..]));
+}
+
+fn malformed_requests_get_400_and_a_close(mode: &[&str]) {
+    let server = start(mode);
+    for bad in [
+        &b"GET / FTP/1.1\r\nHost: test\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut c = Client::connect(server.addr());
+        c.send(bad);
+        let r = c.response(false);
+        assert_eq!(r.status, 400, "{bad:?}");
+        assert_eq!(r.header("Connection"), Some("close"));
+        r.assert_well_formed();
+        assert!(c.closed(), "{bad:?}: still open");
+    }
+}
+
+fn an_oversized_head_gets_431_before_it_ends(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    let mut head = b"GET / HTTP/1.1\r\nHost: test\r\nX-Filler: ".to_vec();
+    head.resize(9 * 1024, b'f');
+    c.send(&head); // and never the blank line
+    let r = c.response(false);
+    assert_eq!(r.status, 431);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(c.closed());
+}
+
+fn bodies_are_skipped_or_refused(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    c.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 11\r\n\r\nhello");
+    c.send(b" world");
+    c.send(GET);
+    assert_eq!(c.response(false).status, 405);
+    assert_eq!(c.response(false).status, 200);
+
+    let mut big = Client::connect(server.addr());
+    big.send(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 2000000\r\n\r\n");
+    assert_eq!(big.response(false).status, 413);
+    assert!(big.closed());
+
+    let mut chunked = Client::connect(server.addr());
+    chunked.send(b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(chunked.response(false).status, 501);
+    assert!(chunked.closed());
+}
+
+fn http_1_0_closes_unless_asked_to_keep_alive(mode: &[&str]) {
+    let server = start(mode);
+    let mut plain = Client::connect(server.addr());
+    plain.send(b"GET / HTTP/1.0\r\n\r\n");
+    let r = plain.response(false);
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert!(plain.closed());
+
+    let mut kept = Client::connect(server.addr());
+    for _ in 0..3 {
+        kept.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = kept.response(false);
+        assert_eq!(
+            (r.status, r.header("Connection")),
+            (200, Some("keep-alive"))
+        );
+    }
+}
+
+fn connection_close_is_honoured(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!((r.status, r.header("Connection")), (200, Some("close")));
+    assert!(c.closed(), "answered a request after Connection: close");
+}
+
+fn end_of_stream_mid_request_closes_at_once(mode: &[&str]) {
+    let server = start(mode);
+    let mut c = Client::connect(server.addr());
+    c.send(GET);
+    c.send(b"GET / HTTP/1.1\r\nHo");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(c.response(false).status, 200);
+    assert!(c.closed());
+}
+
+fn two_hundred_keep_alive_clients_at_once(mode: &[&str]) {
+    let server = start(mode);
+    let addr = server.addr();
+    thread::scope(|s| {
+        for _ in 0..200 {
+            s.spawn(move || {
+                let mut c = Client::connect(addr);
+                for _ in 0..20 {
+                    c.send(GET);
+                    let r = c.response(false);
+                    assert_eq!((r.status, &r.body[..]), (200, &b"Hello, world!"[..]));
+                }
+            });
+        }
+    });
+}
+
+fn a_slow_header_is_cut_off(mode: &[&str]) {
+    let args: Vec<&str> = mode
+        .iter()
+        .copied()
+        .chain(["--header-timeout", "0.5"])
+        .collect();
+    let server = start(&args);
+    let mut slow = Client::connect(server.addr());
+    let mut idle = Client::connect(server.addr());
+    slow.send(b"GET / HTTP/1.1\r\n");
+    let started = Instant::now();
+    thread::sleep(Duration::from_millis(300));
+    slow.send(b"Host: test\r\n"); // trickling does not buy more time
+    assert!(
+        slow.closed(),
+        "a head unfinished after the timeout was not cut off"
+    );
+    assert!(
+        idle.closed(),
+        "a connection that never sent a request was not cut off"
+    );
+    // Closed by the once-a-second sweep after the 0.5 s deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut prompt = Client::connect(server.addr());
+    prompt.send(GET);
+    assert_eq!(prompt.response(false).status, 200);
+}
+
+fn refuses_past_max_conns(mode: &[&str]) {
+    let args: Vec<&str> = mode.iter().copied().chain(["--max-conns", "3"]).collect();
+    let server = start(&args);
+    let mut kept: Vec<Client> = (0..3).map(|_| Client::connect(server.addr())).collect();
+    for c in &mut kept {
+        c.send(GET);
+        assert_eq!(c.response(false).status, 200);
+    }
+    let mut extra = Client::connect(server.addr());
+    assert_eq!(extra.response(false).status, 503);
+    assert!(extra.closed());
+}
+
+#[cfg(target_os = "linux")]
+fn idle_connections_cost_no_cpu(mode: &[&str]) {
+    use shared::testing::proc;
+    let server = start(mode);
+    let clients: Vec<Client> = (0..10).map(|_| Client::connect(server.addr())).collect();
+    let before = proc::total_cpu(server.pid());
+    thread::sleep(Duration::from_secs(2));
+    let used = proc::total_cpu(server.pid()) - before;
+    drop(clients);
+    assert!(used < Duration::from_millis(200), "{used:?} of CPU in 2 s");
+}
+
+/// One `#[test]` per check per mode.
+macro_rules! in_both_modes {
+    ($($check:ident),* $(,)?) => {
+        mod level_triggered {
+            $(#[test] fn $check() { super::$check(&[]); })*
+        }
+        mod edge_triggered {
+            $(#[test] fn $check() { super::$check(&["--edge"]); })*
+        }
+        mod level_triggered_corked {
+            $(#[test] fn $check() { super::$check(&["--cork", "--nodelay"]); })*
+        }
+    };
+}
+
+in_both_modes!(
+    get_and_head_with_a_real_client,
+    keep_alive_serves_many_requests_on_one_connection,
+    hundred_pipelined_requests_in_one_write,
+    a_request_split_byte_by_byte,
+    malformed_requests_get_400_and_a_close,
+    an_oversized_head_gets_431_before_it_ends,
+    bodies_are_skipped_or_refused,
+    http_1_0_closes_unless_asked_to_keep_alive,
+    connection_close_is_honoured,
+    end_of_stream_mid_request_closes_at_once,
+    two_hundred_keep_alive_clients_at_once,
+    a_slow_header_is_cut_off,
+    refuses_past_max_conns,
+    idle_connections_cost_no_cpu,
+);
