@@ -64,7 +64,7 @@ fn crowd_at_the_fd_setsize_wall() {
     // Stdio, the listener, and whatever the test runner let it inherit: the
     // kernel hands out the lowest free numbers, so the rest of 0..1024 is
     // what clients can have.
-    let held_at_start = shared::testing::proc::fd_count(server.pid());
+    let held_at_start = shared::testing::proc::fds_below(server.pid(), 1024);
     let c = crowd(&server, &SPEC, 1100);
     eprintln!(
         "FD_SETSIZE wall: {} served, {} refused, {held_at_start} descriptors held before",

@@ -173,14 +173,25 @@ impl LineClient {
     /// asserting that a server is *not* answering, e.g. a serial server busy
     /// with another client.
     pub fn is_silent_for(&mut self, wait: Duration) -> bool {
-        self.stream().set_read_timeout(Some(wait)).expect("timeout");
+        let deadline = Instant::now() + wait;
         let mut byte = [0u8; 1];
-        let silent = match self.reader.read(&mut byte) {
-            Err(e) => matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-            Ok(_) => false,
+        let silent = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break true;
+            }
+            self.stream().set_read_timeout(Some(left)).expect("timeout");
+            match self.reader.read(&mut byte) {
+                // A signal cut the wait short: wait out the rest.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    break matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    );
+                }
+                Ok(_) => break false,
+            }
         };
         self.stream()
             .set_read_timeout(Some(TIMEOUT))
@@ -237,6 +248,27 @@ pub fn raise_nofile_limit(want: u64) -> u64 {
     lim.rlim_cur
 }
 
+/// Makes `command` start with a descriptor limit (`RLIMIT_NOFILE`) of
+/// `limit`, so a test can run a server out of descriptors.
+#[cfg(unix)]
+pub fn limit_descriptors(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // calls setrlimit, which is async-signal-safe, on a value it owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Readings of a process from `/proc` (Linux).
 #[cfg(target_os = "linux")]
 pub mod proc {
@@ -277,6 +309,17 @@ pub mod proc {
     pub fn fd_count(pid: u32) -> usize {
         fs::read_dir(format!("/proc/{pid}/fd"))
             .expect("read fd dir")
+            .count()
+    }
+
+    /// Open descriptors numbered below `n`: the slots a limit of `n`
+    /// (`RLIMIT_NOFILE`, or select's FD_SETSIZE) leaves no longer free. A
+    /// descriptor inherited with a higher number takes none of them.
+    pub fn fds_below(pid: u32, n: u64) -> usize {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read fd dir")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .filter(|&fd| fd < n)
             .count()
     }
 

@@ -1,0 +1,357 @@
+//! The completion model on Linux: io_uring.
+//!
+//! A submission queue entry describes a whole operation (accept, receive,
+//! send) and carries `user_data`, a key of our choosing, as IOCP's
+//! OVERLAPPED address does. `io_uring_enter` hands the kernel the new
+//! entries and waits for completions. Each completion carries the key back,
+//! and `callback_map` turns it into the operation and its callback.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+
+use anyhow::Context;
+use io_uring::{IoUring, opcode, squeue, types};
+use log::{debug, info};
+use shared::echo::MAX_OWED;
+use shared::net::{AcceptError, ShortageLog, classify_accept_error};
+use shared::{LineBuffer, answer_lines, answer_rest};
+use slab::Slab;
+
+use crate::Args;
+
+/// Submission queue size; the completion queue is twice as large, and the
+/// kernel holds back completions that do not fit rather than drop them.
+const RING_ENTRIES: u32 = 1024;
+/// Accepts kept armed, so a burst of clients does not wait for each one to
+/// be re-armed.
+const ACCEPTS_ARMED: usize = 4;
+/// Send buffers past this size are not kept for reuse.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// An operation handed to the kernel and not yet completed: the value in
+/// `callback_map` for the key it was submitted with.
+///
+/// It owns every byte the kernel reads or writes for it, until its
+/// completion is taken out of the map. That is what makes the raw pointers
+/// in the submission entries sound: a buffer freed, or moved, while the
+/// operation is in flight would still be written by the kernel, into memory
+/// since reused for something else. A `Box` or `Vec` can move between
+/// places; the heap bytes it points to do not.
+enum Op {
+    Accept,
+    /// Accepts are paused after running out of descriptors; when this
+    /// timeout completes, the accept is armed again. The kernel reads the
+    /// timespec, so the operation owns it.
+    AcceptPause { _timespec: Box<types::Timespec> },
+    /// The connection's line buffer travels with the receive: the kernel
+    /// writes straight into its free space, and the completion says how
+    /// many bytes landed there.
+    Recv { conn: usize, input: LineBuffer },
+    Send { conn: usize, buf: Vec<u8>, sent: usize },
+}
+
+/// One client's state, kept by the program between completions.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Received bytes not yet framed into lines; `None` while a receive,
+    /// which owns it then, is in flight.
+    input: Option<LineBuffer>,
+    /// Replies not yet handed to a send.
+    owed: Vec<u8>,
+    send_in_flight: bool,
+    /// End of input or an over-long line: send what is owed, then close.
+    closing: bool,
+    /// A receive or send failed: free the connection as soon as no operation
+    /// on it is in flight.
+    broken: bool,
+}
+
+struct Server {
+    ring: IoUring,
+    listener: TcpListener,
+    /// The article's `callback_map`: key -> pending operation.
+    callback_map: Slab<Op>,
+    conns: Slab<Conn>,
+    max_conns: usize,
+    max_line: usize,
+    shortage: ShortageLog,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let ring = new_ring()?;
+    let listener = shared::net::listen(&args.echo.server, false)?;
+    let mut server = Server {
+        ring,
+        listener,
+        callback_map: Slab::new(),
+        conns: Slab::new(),
+        max_conns: args.echo.server.max_conns,
+        max_line: args.echo.max_line,
+        shortage: ShortageLog::default(),
+    };
+    for _ in 0..ACCEPTS_ARMED {
+        server.post_accept()?;
+    }
+    let mut completed = Vec::new();
+    loop {
+        // Step 3: hand over what was queued, wait for at least one completion.
+        match server.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            // Completions the queue could not hold are waiting: reap first.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e).context("io_uring_enter"),
+        }
+        let mut cq = server.ring.completion();
+        completed.reserve(cq.len());
+        for c in &mut cq {
+            completed.push((c.user_data(), c.result()));
+        }
+        drop(cq);
+        for (key, result) in completed.drain(..) {
+            // Step 4: the key finds the operation, the operation its callback.
+            match server.callback_map.remove(key as usize) {
+                Op::Accept => server.on_accepted(result)?,
+                Op::AcceptPause { .. } => server.post_accept()?,
+                Op::Recv { conn, input } => server.on_received(conn, input, result)?,
+                Op::Send { conn, buf, sent } => server.on_sent(conn, buf, sent, result)?,
+            }
+        }
+    }
+}
+
+/// Creates the ring, or says in one line why the kernel refused.
+fn new_ring() -> anyhow::Result<IoUring> {
+    IoUring::new(RING_ENTRIES).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::ENOSYS) => {
+                "io_uring_setup failed with ENOSYS: this kernel has no io_uring, or a seccomp \
+                 filter (such as Docker's default profile) blocks it; allow io_uring_setup, \
+                 io_uring_enter and io_uring_register (e.g. --security-opt seccomp=unconfined)"
+            }
+            Some(libc::EPERM) => {
+                "io_uring_setup failed with EPERM: io_uring is disabled by \
+                 kernel.io_uring_disabled; `sysctl -w kernel.io_uring_disabled=0`, or add \
+                 this user's group to kernel.io_uring_group"
+            }
+            Some(libc::ENOMEM) => {
+                "io_uring_setup failed with ENOMEM: the locked-memory limit is too low for \
+                 the ring (kernels before 5.12 charge it to RLIMIT_MEMLOCK); raise `ulimit -l`"
+            }
+            _ => "io_uring_setup failed",
+        };
+        anyhow::anyhow!("io_uring is not available: {why} ({e})")
+    })
+}
+
+impl Server {
+    /// Steps 1 and 2: stores `op` in `callback_map` and queues `entry` with
+    /// its key. `entry` points only into memory `op` owns.
+    fn submit(&mut self, op: Op, entry: squeue::Entry) -> io::Result<()> {
+        let key = self.callback_map.insert(op);
+        let entry = entry.user_data(key as u64);
+        loop {
+            // SAFETY: every pointer in `entry` is to heap memory owned by
+            // the `Op` now in `callback_map`, which keeps it there, unmoved
+            // and unfreed, until this operation's completion removes it.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            // The submission queue is full: give it to the kernel, retry.
+            self.ring.submit()?;
+        }
+    }
+
+    /// The article's `ov.AcceptEx(listen_sock, conn_sock)`.
+    fn post_accept(&mut self) -> io::Result<()> {
+        let fd = types::Fd(self.listener.as_raw_fd());
+        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        self.submit(Op::Accept, entry)
+    }
+
+    /// The article's `on_accepted()`. Every accept completion arms the next
+    /// one, so the server never stops accepting: at once after a failure
+    /// that concerns one connection, 100 ms later when out of descriptors
+    /// (retrying at once would only fail again).
+    fn on_accepted(&mut self, result: i32) -> io::Result<()> {
+        if result < 0 {
+            let e = io::Error::from_raw_os_error(-result);
+            return match classify_accept_error(&e) {
+                AcceptError::WouldBlock | AcceptError::Skip => {
+                    debug!("accept: {e}");
+                    self.post_accept()
+                }
+                AcceptError::OutOfResources | AcceptError::Fatal => {
+                    self.shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    let pause = Box::new(
+                        types::Timespec::new()
+                            .nsec(shared::net::ACCEPT_BACKOFF.as_nanos() as u32),
+                    );
+                    let entry = opcode::Timeout::new(&*pause).build();
+                    self.submit(Op::AcceptPause { _timespec: pause }, entry)
+                }
+            };
+        }
+        // SAFETY: a successful accept completion's result is a new
+        // descriptor that nothing else owns.
+        let stream = unsafe { TcpStream::from_raw_fd(result) };
+        self.post_accept()?;
+        if self.conns.len() >= self.max_conns {
+            self.shortage.hit(&format_args!(
+                "{} connections (--max-conns); refusing new clients",
+                self.max_conns
+            ));
+            shared::net::refuse(&stream);
+            return Ok(());
+        }
+        let Ok(peer) = stream.peer_addr() else {
+            return Ok(()); // already gone
+        };
+        self.shortage.clear();
+        info!("{peer} connected");
+        let conn = self.conns.insert(Conn {
+            stream,
+            peer,
+            input: Some(LineBuffer::new(self.max_line)),
+            owed: Vec::new(),
+            send_in_flight: false,
+            closing: false,
+            broken: false,
+        });
+        self.post_recv(conn)
+    }
+
+    /// Asks the kernel to receive into the free space of the connection's
+    /// line buffer, which travels with the operation until it completes.
+    fn post_recv(&mut self, conn: usize) -> io::Result<()> {
+        let c = &mut self.conns[conn];
+        let mut input = c.input.take().expect("no receive in flight");
+        let spare = input.spare();
+        let entry = opcode::Recv::new(
+            types::Fd(c.stream.as_raw_fd()),
+            spare.as_mut_ptr(),
+            spare.len() as u32,
+        )
+        .build();
+        self.submit(Op::Recv { conn, input }, entry)
+    }
+
+    /// A receive completed: `result` bytes are already in the line buffer.
+    fn on_received(&mut self, conn: usize, mut input: LineBuffer, result: i32) -> io::Result<()> {
+        let c = &mut self.conns[conn];
+        if c.broken {
+            c.input = Some(input);
+            return self.free_if_idle(conn);
+        }
+        match result {
+            n if n < 0 => {
+                debug!("{} receive failed: {}", c.peer, io::Error::from_raw_os_error(-n));
+                c.input = Some(input);
+                return self.break_off(conn);
+            }
+            0 => {
+                // End of stream: answer the unterminated last fragment too.
+                let _ = answer_rest(&mut input, b"", &mut c.owed);
+                c.closing = true;
+            }
+            n => {
+                input.filled(n as usize);
+                if answer_lines(&mut input, b"", &mut c.owed).is_err() {
+                    c.closing = true;
+                }
+            }
+        }
+        c.input = Some(input);
+        self.post_send(conn)?;
+        let c = &self.conns[conn];
+        // Receiving pauses while a megabyte of replies waits to be sent.
+        if !c.closing && c.owed.len() < MAX_OWED {
+            self.post_recv(conn)?;
+        }
+        self.close_if_done(conn)
+    }
+
+    /// Hands what is owed to the kernel in one send, unless one is in flight
+    /// (replies then gather in `owed` and go in the next).
+    fn post_send(&mut self, conn: usize) -> io::Result<()> {
+        let c = &mut self.conns[conn];
+        if c.send_in_flight || c.owed.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut c.owed);
+        self.send_from(conn, buf, 0)
+    }
+
+    fn send_from(&mut self, conn: usize, buf: Vec<u8>, sent: usize) -> io::Result<()> {
+        let c = &mut self.conns[conn];
+        let rest = &buf[sent..];
+        let entry =
+            opcode::Send::new(types::Fd(c.stream.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
+                .build();
+        c.send_in_flight = true;
+        self.submit(Op::Send { conn, buf, sent }, entry)
+    }
+
+    /// A send completed, with `result` more bytes taken by the kernel.
+    fn on_sent(&mut self, conn: usize, mut buf: Vec<u8>, sent: usize, result: i32) -> io::Result<()> {
+        let c = &mut self.conns[conn];
+        c.send_in_flight = false;
+        if c.broken {
+            return self.free_if_idle(conn);
+        }
+        if result < 0 {
+            debug!("{} send failed: {}", c.peer, io::Error::from_raw_os_error(-result));
+            return self.break_off(conn);
+        }
+        let sent = sent + result as usize;
+        if sent < buf.len() {
+            // A short send: the rest goes in another.
+            return self.send_from(conn, buf, sent);
+        }
+        // Keep the buffer for the next replies.
+        if c.owed.is_empty() && buf.capacity() <= KEEP_CAPACITY {
+            buf.clear();
+            c.owed = buf;
+        }
+        self.post_send(conn)?;
+        let c = &self.conns[conn];
+        if c.input.is_some() && !c.closing && c.owed.len() < MAX_OWED {
+            self.post_recv(conn)?;
+        }
+        self.close_if_done(conn)
+    }
+
+    /// Closes a finished connection once everything owed was sent.
+    fn close_if_done(&mut self, conn: usize) -> io::Result<()> {
+        let c = &self.conns[conn];
+        if c.closing && c.owed.is_empty() && !c.send_in_flight && c.input.is_some() {
+            shared::net::close_gracefully(&c.stream);
+            info!("{} closed", c.peer);
+            self.conns.remove(conn);
+        }
+        Ok(())
+    }
+
+    /// A receive or send failed. Shutting the socket down makes any
+    /// operation still in flight on it complete; the connection (and its
+    /// descriptor) is freed only after the last one has.
+    fn break_off(&mut self, conn: usize) -> io::Result<()> {
+        let c = &mut self.conns[conn];
+        c.broken = true;
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        self.free_if_idle(conn)
+    }
+
+    fn free_if_idle(&mut self, conn: usize) -> io::Result<()> {
+        let c = &self.conns[conn];
+        if c.input.is_some() && !c.send_in_flight {
+            debug!("{} dropped", c.peer);
+            self.conns.remove(conn);
+        }
+        Ok(())
+    }
+}
