@@ -25,6 +25,9 @@ use std::time::Duration;
 use clap::Parser;
 use shared::ServerArgs;
 
+// The HTTP logic compiles everywhere (its tests and fuzzing need no epoll);
+// only Linux runs it.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod http;
 
 #[derive(Parser, Debug)]

@@ -39,8 +39,10 @@ mod iocp;
 mod uring;
 
 #[derive(Parser, Debug)]
-#[command(about = "Echo server on completion-based I/O: IOCP on Windows, io_uring on Linux \
-                   (article 004)")]
+#[command(
+    about = "Echo server on completion-based I/O: IOCP on Windows, io_uring on Linux \
+                   (article 004)"
+)]
 struct Args {
     #[command(flatten)]
     echo: EchoArgs,

@@ -43,12 +43,21 @@ enum Op {
     /// Accepts are paused after running out of descriptors; when this
     /// timeout completes, the accept is armed again. The kernel reads the
     /// timespec, so the operation owns it.
-    AcceptPause { _timespec: Box<types::Timespec> },
+    AcceptPause {
+        _timespec: Box<types::Timespec>,
+    },
     /// The connection's line buffer travels with the receive: the kernel
     /// writes straight into its free space, and the completion says how
     /// many bytes landed there.
-    Recv { conn: usize, input: LineBuffer },
-    Send { conn: usize, buf: Vec<u8>, sent: usize },
+    Recv {
+        conn: usize,
+        input: LineBuffer,
+    },
+    Send {
+        conn: usize,
+        buf: Vec<u8>,
+        sent: usize,
+    },
 }
 
 /// One client's state, kept by the program between completions.
@@ -186,10 +195,10 @@ impl Server {
                     self.post_accept()
                 }
                 AcceptError::OutOfResources | AcceptError::Fatal => {
-                    self.shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    self.shortage
+                        .hit(&format_args!("accept failed: {e}; pausing accepts"));
                     let pause = Box::new(
-                        types::Timespec::new()
-                            .nsec(shared::net::ACCEPT_BACKOFF.as_nanos() as u32),
+                        types::Timespec::new().nsec(shared::net::ACCEPT_BACKOFF.as_nanos() as u32),
                     );
                     let entry = opcode::Timeout::new(&*pause).build();
                     self.submit(Op::AcceptPause { _timespec: pause }, entry)
@@ -249,7 +258,11 @@ impl Server {
         }
         match result {
             n if n < 0 => {
-                debug!("{} receive failed: {}", c.peer, io::Error::from_raw_os_error(-n));
+                debug!(
+                    "{} receive failed: {}",
+                    c.peer,
+                    io::Error::from_raw_os_error(-n)
+                );
                 c.input = Some(input);
                 return self.break_off(conn);
             }
@@ -289,22 +302,35 @@ impl Server {
     fn send_from(&mut self, conn: usize, buf: Vec<u8>, sent: usize) -> io::Result<()> {
         let c = &mut self.conns[conn];
         let rest = &buf[sent..];
-        let entry =
-            opcode::Send::new(types::Fd(c.stream.as_raw_fd()), rest.as_ptr(), rest.len() as u32)
-                .build();
+        let entry = opcode::Send::new(
+            types::Fd(c.stream.as_raw_fd()),
+            rest.as_ptr(),
+            rest.len() as u32,
+        )
+        .build();
         c.send_in_flight = true;
         self.submit(Op::Send { conn, buf, sent }, entry)
     }
 
     /// A send completed, with `result` more bytes taken by the kernel.
-    fn on_sent(&mut self, conn: usize, mut buf: Vec<u8>, sent: usize, result: i32) -> io::Result<()> {
+    fn on_sent(
+        &mut self,
+        conn: usize,
+        mut buf: Vec<u8>,
+        sent: usize,
+        result: i32,
+    ) -> io::Result<()> {
         let c = &mut self.conns[conn];
         c.send_in_flight = false;
         if c.broken {
             return self.free_if_idle(conn);
         }
         if result < 0 {
-            debug!("{} send failed: {}", c.peer, io::Error::from_raw_os_error(-result));
+            debug!(
+                "{} send failed: {}",
+                c.peer,
+                io::Error::from_raw_os_error(-result)
+            );
             return self.break_off(conn);
         }
         let sent = sent + result as usize;

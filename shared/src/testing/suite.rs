@@ -5,15 +5,11 @@
 //! turns the list into `#[test]` functions in the calling crate, so each
 //! server (and each mode of one) runs the same checks.
 
-use std::io::{ErrorKind, Write};
-use std::net::TcpStream;
+use std::io::ErrorKind;
 use std::sync::Barrier;
 use std::thread;
-use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
-use super::{TIMEOUT, TestServer};
+use super::TestServer;
 
 /// Which server to test and what its replies look like.
 #[derive(Debug, Clone, Copy)]
@@ -186,7 +182,13 @@ pub fn reset_mid_stream(spec: &EchoSpec) {
 /// bounded, and it still answers someone else.
 #[cfg(target_os = "linux")]
 pub fn non_reading_client(spec: &EchoSpec) {
-    use super::proc;
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    use super::{TIMEOUT, proc};
     const FLOOD: usize = 16 << 20;
     let server = spec.start(&[]);
     let mut probe = server.connect();
@@ -344,7 +346,9 @@ pub fn crowd(server: &TestServer, spec: &EchoSpec, n: usize) -> Crowd {
 /// CPU time the server uses over two seconds while ten clients are
 /// connected and silent. A server that waits in the kernel uses about none.
 #[cfg(target_os = "linux")]
-pub fn idle_cpu(server: &TestServer) -> Duration {
+pub fn idle_cpu(server: &TestServer) -> std::time::Duration {
+    use std::time::Duration;
+
     use super::proc;
     let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
     let before = proc::total_cpu(server.pid());
