@@ -13,6 +13,7 @@ mod serial {
         args: &["--mode", "serial"],
         suffix: "",
         concurrent: false,
+        busy_polls: false,
     });
 }
 
@@ -22,6 +23,7 @@ mod thread {
         args: &["--mode", "thread"],
         suffix: "",
         concurrent: true,
+        busy_polls: false,
     });
 }
 
@@ -31,6 +33,7 @@ mod pool {
         args: &["--mode", "pool", "--workers", "4"],
         suffix: "",
         concurrent: true,
+        busy_polls: false,
     });
 }
 
@@ -132,6 +135,7 @@ fn suite_spec_reply_matches_protocol() {
         args: &[],
         suffix: "",
         concurrent: false,
+        busy_polls: false,
     };
     assert_eq!(spec.reply("abc"), "ABC\n");
 }

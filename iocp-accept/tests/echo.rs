@@ -5,17 +5,15 @@
 //! (set by .ci/run) makes that a failure.
 #![cfg(target_os = "linux")]
 
-use std::process::Command;
-use std::time::Duration;
-
+use shared::testing::raise_nofile_limit;
 use shared::testing::suite::{EchoSpec, crowd};
-use shared::testing::{TestServer, eventually, proc, raise_nofile_limit};
 
 const SPEC: EchoSpec = EchoSpec {
     bin: env!("CARGO_BIN_EXE_iocp-accept"),
     args: &[],
     suffix: "",
     concurrent: true,
+    busy_polls: false,
 };
 
 /// Whether io_uring can be used here; panics instead of skipping when the
@@ -55,6 +53,8 @@ uring_suite!(
     half_close,
     reset_mid_stream,
     non_reading_client,
+    survives_descriptor_exhaustion,
+    churn_leaves_no_trace,
 );
 
 /// A thousand clients at once, every one served.
@@ -71,55 +71,4 @@ fn a_thousand_clients_at_once() {
         let line = format!("again {i}");
         assert_eq!(client.request(&line), SPEC.reply(&line));
     }
-}
-
-/// Out of descriptors: accepts fail with EMFILE while the table is full,
-/// the server neither dies nor spins, and it serves again once clients leave.
-#[test]
-fn accept_failing_with_emfile_is_survived() {
-    if !uring_available() {
-        return;
-    }
-    // Low enough to run out with a few dozen clients.
-    let limit = 64;
-    let mut command = Command::new(SPEC.bin);
-    shared::testing::limit_descriptors(&mut command, limit);
-    let server = TestServer::start_command(command);
-    let room = limit as usize - proc::fds_below(server.pid(), limit);
-
-    // Fill the table; the rest wait in the listen queue, unaccepted.
-    let mut clients: Vec<_> = (0..room + 10).map(|_| server.connect()).collect();
-    for (i, client) in clients.iter_mut().take(room).enumerate() {
-        let line = format!("fits {i}");
-        assert_eq!(client.request(&line), SPEC.reply(&line));
-    }
-    let mut waiting = clients.split_off(room);
-    for client in &mut waiting {
-        client.send(b"queued\n");
-    }
-    assert!(waiting[0].is_silent_for(Duration::from_millis(300)));
-
-    // While full, more clients keep arriving; the server must not spin.
-    let before = proc::total_cpu(server.pid());
-    let mut more = Vec::new();
-    for _ in 0..20 {
-        more.push(server.connect());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let used = proc::total_cpu(server.pid()) - before;
-    eprintln!("CPU while out of descriptors for 2 s: {used:?}");
-    assert!(used < Duration::from_millis(500), "{used:?} of CPU in 2 s");
-
-    // Descriptors free up: the queued clients are accepted and answered,
-    // and so is a newcomer.
-    clients.truncate(room - 40);
-    for client in waiting.iter_mut() {
-        assert_eq!(client.read_line().unwrap(), b"QUEUED\n");
-    }
-    drop(more);
-    assert!(eventually(|| {
-        let mut newcomer = server.connect();
-        newcomer.send(b"newcomer\n");
-        newcomer.read_line().unwrap() == b"NEWCOMER\n"
-    }));
 }

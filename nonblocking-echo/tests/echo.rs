@@ -10,6 +10,7 @@ mod spinning {
         args: &[],
         suffix: "",
         concurrent: true,
+        busy_polls: true,
     });
 }
 
@@ -19,6 +20,7 @@ mod with_idle_sleep {
         args: &["--idle-sleep-ms", "1"],
         suffix: "",
         concurrent: true,
+        busy_polls: false,
     });
 }
 

@@ -11,6 +11,7 @@ const SPEC: EchoSpec = EchoSpec {
     args: &[],
     suffix: "",
     concurrent: true,
+    busy_polls: false,
 };
 
 mod protocol {

@@ -7,6 +7,7 @@ const SPEC: EchoSpec = EchoSpec {
     args: &[],
     suffix: "_SB",
     concurrent: true,
+    busy_polls: false,
 };
 
 mod protocol {

@@ -23,6 +23,10 @@ pub struct EchoSpec {
     /// False for a server that serves one client at a time: the tests then
     /// expect a second client to be answered only after the first leaves.
     pub concurrent: bool,
+    /// True for a server that polls in a busy loop by design
+    /// (nonblocking-echo without `--idle-sleep-ms`): it always uses a core,
+    /// so the "does not spin" checks do not apply to it.
+    pub busy_polls: bool,
 }
 
 impl EchoSpec {
@@ -259,6 +263,7 @@ pub fn non_reading_client(spec: &EchoSpec) {
 ///         args: &["--mode", "thread"],
 ///         suffix: "",
 ///         concurrent: true,
+///         busy_polls: false,
 ///     });
 /// }
 /// ```
@@ -298,6 +303,16 @@ macro_rules! echo_suite {
         #[test]
         fn non_reading_client() {
             $crate::testing::suite::non_reading_client(&SPEC);
+        }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn survives_descriptor_exhaustion() {
+            $crate::testing::suite::survives_descriptor_exhaustion(&SPEC);
+        }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn churn_leaves_no_trace() {
+            $crate::testing::suite::churn_leaves_no_trace(&SPEC);
         }
     };
 }
@@ -356,4 +371,130 @@ pub fn idle_cpu(server: &TestServer) -> std::time::Duration {
     let used = proc::total_cpu(server.pid()) - before;
     drop(clients);
     used
+}
+
+/// Descriptor exhaustion. With `RLIMIT_NOFILE` at 64 the server fills its
+/// table, and the clients past it wait unaccepted while `accept` fails with
+/// EMFILE. It must not die, must not spin (under 0.5 s of CPU over 2 s while
+/// more clients keep arriving), and must serve again once clients leave.
+#[cfg(target_os = "linux")]
+pub fn survives_descriptor_exhaustion(spec: &EchoSpec) {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::{eventually, limit_descriptors, proc};
+
+    const LIMIT: u64 = 64;
+    let mut command = Command::new(spec.bin);
+    command.args(spec.args);
+    limit_descriptors(&mut command, LIMIT);
+    let server = TestServer::start_command(command);
+    let room = LIMIT as usize - proc::fds_below(server.pid(), LIMIT);
+
+    // Every client sends a line at once; those the server cannot take wait
+    // in the listen queue.
+    let mut clients: Vec<_> = (0..room + 10)
+        .map(|i| {
+            let mut c = server.connect();
+            c.send(format!("early {i}\n").as_bytes());
+            c
+        })
+        .collect();
+    if spec.concurrent {
+        assert!(
+            eventually(|| proc::fds_below(server.pid(), LIMIT) == LIMIT as usize),
+            "the server never filled its descriptor table"
+        );
+    }
+    let before = proc::total_cpu(server.pid());
+    let mut more = Vec::new();
+    for _ in 0..20 {
+        more.push(server.connect());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let used = proc::total_cpu(server.pid()) - before;
+    eprintln!(
+        "{} {:?}: CPU while out of descriptors for 2 s: {used:?}",
+        spec.bin, spec.args
+    );
+    if !spec.busy_polls {
+        assert!(used < Duration::from_millis(500), "{used:?} of CPU in 2 s");
+    }
+    assert!(server_alive(&server), "the server died");
+
+    // Clients leave; every one still connected gets its answer, and so
+    // does a newcomer.
+    drop(more);
+    let keep = clients.split_off(room - 20);
+    drop(clients);
+    for (i, mut c) in keep.into_iter().enumerate() {
+        let line = format!("early {}", room - 20 + i);
+        assert_eq!(
+            c.read_line().expect("an answer"),
+            spec.reply(&line).as_bytes()
+        );
+    }
+    assert!(eventually(|| {
+        let mut newcomer = server.connect();
+        newcomer.send(b"newcomer\n");
+        newcomer
+            .read_line()
+            .is_ok_and(|l| l == spec.reply("newcomer").as_bytes())
+    }));
+}
+
+#[cfg(target_os = "linux")]
+fn server_alive(server: &TestServer) -> bool {
+    std::path::Path::new(&format!("/proc/{}", server.pid())).exists()
+}
+
+/// Descriptor hygiene: 10 000 connections that end every way a client can
+/// end one (graceful close, reset, half-close, abandoned mid-line) leave the
+/// server's descriptor count where it started and its memory within a few
+/// MiB of it.
+#[cfg(target_os = "linux")]
+pub fn churn_leaves_no_trace(spec: &EchoSpec) {
+    use super::{eventually, proc};
+
+    let server = spec.start(&[]);
+    // The baseline: before any client, then once a first one has come and gone.
+    let fds = proc::fd_count(server.pid());
+    let mut warm = server.connect();
+    assert_eq!(warm.request("warm"), spec.reply("warm"));
+    drop(warm);
+    assert!(eventually(|| proc::fd_count(server.pid()) == fds));
+    let rss = proc::rss_kib(server.pid());
+
+    for i in 0..10_000 {
+        let mut c = server.connect();
+        match i % 4 {
+            0 => {
+                let line = format!("graceful {i}");
+                assert_eq!(c.request(&line), spec.reply(&line));
+            }
+            1 => {
+                c.send(b"reset in the middle of a li");
+                c.reset();
+            }
+            2 => {
+                c.send(b"half\nclosed");
+                c.shutdown_write();
+                let got = c.read_to_end().expect("replies, then a clean close");
+                assert_eq!(got, (spec.reply("half") + &spec.reply("closed")).as_bytes());
+            }
+            _ => c.send(b"abandoned mid-li"),
+        }
+    }
+    assert!(
+        eventually(|| proc::fd_count(server.pid()) == fds),
+        "descriptors: {} before, {} after",
+        fds,
+        proc::fd_count(server.pid())
+    );
+    let grown = proc::rss_kib(server.pid()).saturating_sub(rss);
+    eprintln!(
+        "{} {:?}: RSS grew {grown} KiB over 10 000 connections",
+        spec.bin, spec.args
+    );
+    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
 }
