@@ -445,4 +445,159 @@ mod tests {
         assert_eq!(parse_length(b""), None);
         assert_eq!(parse_length(b"99999999999999999999999"), Some(usize::MAX));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Feeds `chunks` as the server does: what is not consumed waits for
+        /// the next read; nothing is answered after a closing response.
+        fn serve(chunks: &[Vec<u8>]) -> (Vec<u8>, bool) {
+            let responses = Responses::new(SystemTime::now());
+            let (mut pending, mut body_left, mut out) = (Vec::new(), 0, Vec::new());
+            for chunk in chunks {
+                pending.extend_from_slice(chunk);
+                let handled = respond(&pending, &mut body_left, &responses, &mut out);
+                pending.drain(..handled.consumed);
+                if handled.close {
+                    return (out, true);
+                }
+            }
+            (out, false)
+        }
+
+        /// Every response in `out`, which must be complete and well formed:
+        /// (status, says `Connection: close`).
+        fn parse_all(mut out: &[u8]) -> Vec<(u16, bool)> {
+            let mut all = Vec::new();
+            while !out.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; 16];
+                let mut r = httparse::Response::new(&mut headers);
+                let len = match r.parse(out) {
+                    Ok(httparse::Status::Complete(len)) => len,
+                    other => panic!("not a complete response: {other:?}"),
+                };
+                let header = |name: &str| {
+                    r.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| std::str::from_utf8(h.value).unwrap())
+                };
+                for required in ["Server", "Date", "Content-Type", "Content-Length"] {
+                    assert!(header(required).is_some(), "no {required}");
+                }
+                let length: usize = header("Content-Length").unwrap().parse().unwrap();
+                let status = r.code.unwrap();
+                // A 200 to HEAD has the length of the body it does not carry.
+                let body = if status == 200 && !out[len..].starts_with(BODY) {
+                    0
+                } else {
+                    length
+                };
+                all.push((status, header("Connection") == Some("close")));
+                out = &out[len + body..];
+            }
+            all
+        }
+
+        fn cut(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut points: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+            points.sort_unstable();
+            let mut from = 0;
+            let mut chunks = Vec::new();
+            for p in points.into_iter().chain([input.len()]) {
+                chunks.push(input[from..p].to_vec());
+                from = p;
+            }
+            chunks
+        }
+
+        /// One valid request, and what the server must answer: the status,
+        /// and whether the connection then closes.
+        fn request() -> impl Strategy<Value = (Vec<u8>, u16, bool)> {
+            (
+                prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE"]),
+                any::<bool>(),
+                prop::sample::select(vec![
+                    None,
+                    Some("close"),
+                    Some("keep-alive"),
+                    Some("Keep-Alive, Upgrade"),
+                ]),
+                prop::collection::vec(any::<u8>(), 0..40),
+            )
+                .prop_map(|(method, http11, connection, body)| {
+                    let mut r = format!("{method} /p HTTP/1.{}\r\n", u8::from(http11));
+                    if http11 {
+                        r.push_str("Host: h\r\n");
+                    }
+                    if let Some(c) = connection {
+                        r.push_str(&format!("Connection: {c}\r\n"));
+                    }
+                    if !body.is_empty() {
+                        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                    }
+                    r.push_str("\r\n");
+                    let mut bytes = r.into_bytes();
+                    bytes.extend_from_slice(&body);
+                    let status = if matches!(method, "GET" | "HEAD") {
+                        200
+                    } else {
+                        405
+                    };
+                    let keep_alive =
+                        connection.is_some_and(|c| c.to_ascii_lowercase().contains("keep-alive"));
+                    let close = connection == Some("close") || (!http11 && !keep_alive);
+                    (bytes, status, close)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_and_every_response_is_complete(
+                input in prop::collection::vec(
+                    prop_oneof![4 => any::<u8>(), 1 => Just(b'\r'), 1 => Just(b'\n'),
+                                1 => Just(b' '), 1 => Just(b':')],
+                    0..3000,
+                ),
+                cuts in prop::collection::vec(0usize..3000, 0..8),
+                prefix in prop::sample::select(vec!["", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: h\r\n\r\n"]),
+            ) {
+                let mut bytes = prefix.as_bytes().to_vec();
+                bytes.extend_from_slice(&input);
+                let (out, closed) = serve(&cut(&bytes, &cuts));
+                let all = parse_all(&out);
+                // Only the last response may close, and a close is said.
+                for (i, &(status, close)) in all.iter().enumerate() {
+                    prop_assert!([200, 400, 405, 413, 431, 501].contains(&status));
+                    prop_assert_eq!(close, closed && i == all.len() - 1);
+                    if status >= 400 && status != 405 {
+                        prop_assert!(close, "an error that does not close");
+                    }
+                }
+            }
+
+            #[test]
+            fn valid_requests_get_their_answers_however_they_are_cut(
+                requests in prop::collection::vec(request(), 1..12),
+                cuts in prop::collection::vec(0usize..2000, 0..10),
+            ) {
+                let mut input = Vec::new();
+                let mut expected = Vec::new();
+                for (bytes, status, close) in requests {
+                    input.extend_from_slice(&bytes);
+                    expected.push((status, close));
+                    if close {
+                        break;
+                    }
+                }
+                let (out, closed) = serve(&cut(&input, &cuts));
+                prop_assert_eq!(parse_all(&out), expected.clone());
+                prop_assert_eq!(closed, expected.last().unwrap().1);
+            }
+        }
+    }
 }

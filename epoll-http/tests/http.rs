@@ -364,6 +364,91 @@ fn idle_connections_cost_no_cpu(mode: &[&str]) {
     assert!(used < Duration::from_millis(200), "{used:?} of CPU in 2 s");
 }
 
+/// Out of descriptors: with RLIMIT_NOFILE at 64 the server fills its table,
+/// accepts fail with EMFILE, the level-triggered listener stays readable, and
+/// the server must neither spin nor die; once clients leave it serves again.
+fn survives_descriptor_exhaustion(mode: &[&str]) {
+    use shared::testing::{eventually, limit_descriptors, proc};
+    const LIMIT: u64 = 64;
+    let mut command = std::process::Command::new(BIN);
+    command.args(mode);
+    limit_descriptors(&mut command, LIMIT);
+    let server = TestServer::start_command(command);
+    let room = LIMIT as usize - proc::fds_below(server.pid(), LIMIT);
+    let mut clients: Vec<Client> = (0..room + 10)
+        .map(|_| {
+            let mut c = Client::connect(server.addr());
+            c.send(GET);
+            c
+        })
+        .collect();
+    assert!(eventually(
+        || proc::fds_below(server.pid(), LIMIT) == LIMIT as usize
+    ));
+    let before = proc::total_cpu(server.pid());
+    let mut more = Vec::new();
+    for _ in 0..20 {
+        more.push(Client::connect(server.addr()));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let used = proc::total_cpu(server.pid()) - before;
+    eprintln!("epoll-http {mode:?}: CPU while out of descriptors for 2 s: {used:?}");
+    assert!(used < Duration::from_millis(500), "{used:?} of CPU in 2 s");
+    drop(more);
+    let keep = clients.split_off(room - 20);
+    drop(clients);
+    for mut c in keep {
+        assert_eq!(c.response(false).status, 200);
+    }
+    let mut newcomer = Client::connect(server.addr());
+    newcomer.send(GET);
+    assert_eq!(newcomer.response(false).status, 200);
+}
+
+/// 10 000 connections ending every way a client can end one leave the
+/// descriptor count at its baseline and memory within a few MiB.
+fn churn_leaves_no_trace(mode: &[&str]) {
+    use shared::testing::{eventually, proc};
+    let server = start(mode);
+    let fds = proc::fd_count(server.pid());
+    let mut warm = Client::connect(server.addr());
+    warm.send(GET);
+    assert_eq!(warm.response(false).status, 200);
+    drop(warm);
+    assert!(eventually(|| proc::fd_count(server.pid()) == fds));
+    let rss = proc::rss_kib(server.pid());
+    for i in 0..10_000 {
+        let mut c = Client::connect(server.addr());
+        match i % 4 {
+            0 => {
+                c.send(GET);
+                assert_eq!(c.response(false).status, 200);
+            }
+            1 => {
+                c.send(b"GET / HTTP/1.1\r\nHo");
+                socket2::SockRef::from(&c.stream)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            2 => {
+                c.send(GET);
+                c.stream.shutdown(Shutdown::Write).unwrap();
+                assert_eq!(c.response(false).status, 200);
+                assert!(c.closed());
+            }
+            _ => c.send(b"GET / HTTP/1.1\r\nHost: aban"),
+        }
+    }
+    assert!(
+        eventually(|| proc::fd_count(server.pid()) == fds),
+        "descriptors: {fds} before, {} after",
+        proc::fd_count(server.pid())
+    );
+    let grown = proc::rss_kib(server.pid()).saturating_sub(rss);
+    eprintln!("epoll-http {mode:?}: RSS grew {grown} KiB over 10 000 connections");
+    assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
+}
+
 /// One `#[test]` per check per mode.
 macro_rules! in_both_modes {
     ($($check:ident),* $(,)?) => {
@@ -394,4 +479,6 @@ in_both_modes!(
     a_slow_header_is_cut_off,
     refuses_past_max_conns,
     idle_connections_cost_no_cpu,
+    survives_descriptor_exhaustion,
+    churn_leaves_no_trace,
 );
