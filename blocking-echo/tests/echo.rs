@@ -83,33 +83,11 @@ fn pool_refuses_when_the_queue_is_full() {
     assert_eq!(queued.read_line().unwrap(), b"QUEUED\n");
 }
 
-/// Thread mode stops at --max-conns threads: one more client is refused, and
-/// a place frees when a client leaves.
+/// Thread mode stops at --max-conns threads: more clients are refused, and
+/// places free when clients leave.
 #[test]
 fn thread_mode_caps_connections() {
-    let server = TestServer::start(BIN, &["--mode", "thread", "--max-conns", "2"]);
-    let mut a = server.connect();
-    let mut b = server.connect();
-    assert_eq!(a.request("a"), "A\n");
-    assert_eq!(b.request("b"), "B\n");
-
-    let mut c = server.connect();
-    assert_eq!(c.read_line().unwrap(), b"ERR server full\n");
-    assert_eq!(c.read_to_end().unwrap(), b"");
-
-    drop(a);
-    // The slot frees when a's thread finishes, shortly after the close.
-    let mut retries = 0;
-    assert!(
-        eventually(|| {
-            retries += 1;
-            let mut d = server.connect();
-            d.send(b"d\n");
-            d.read_line().unwrap() == b"D\n"
-        }),
-        "no place freed after a client left ({retries} tries)"
-    );
-    assert_eq!(b.request("b again"), "B AGAIN\n");
+    shared::testing::suite::refuses_past_max_conns(&thread::SPEC);
 }
 
 /// Thread mode's threads end with their connections.

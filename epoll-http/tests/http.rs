@@ -454,32 +454,14 @@ fn churn_leaves_no_trace(mode: &[&str]) {
 /// stays bounded, and it still answers others.
 fn a_client_that_never_reads(mode: &[&str]) {
     use shared::testing::proc;
-    use socket2::{Domain, Protocol, Socket, Type};
     let server = start(mode);
     let mut other = Client::connect(server.addr());
     other.send(GET);
     assert_eq!(other.response(false).status, 200);
     let rss = proc::rss_kib(server.pid());
 
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket.set_recv_buffer_size(16 << 10).unwrap();
-    socket.set_send_buffer_size(64 << 10).unwrap();
-    socket
-        .connect_timeout(&server.addr().into(), TIMEOUT)
-        .unwrap();
-    let mut flooder: TcpStream = socket.into();
-    flooder
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let batch = GET.repeat(512);
-    let mut written = 0usize;
-    while written < 64 << 20 {
-        match flooder.write(&batch) {
-            Ok(n) => written += n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
-            Err(e) => panic!("flood write failed: {e}"),
-        }
-    }
+    let mut flooder = shared::testing::flooder(server.addr());
+    let written = shared::testing::flood(&mut flooder, &GET.repeat(512), 64 << 20);
     let grown = proc::rss_kib(server.pid()).saturating_sub(rss);
     assert!(
         grown < 8 * 1024,

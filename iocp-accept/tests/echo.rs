@@ -57,6 +57,14 @@ uring_suite!(
     churn_leaves_no_trace,
 );
 
+/// Past --max-conns, clients are told and closed; the rest are served.
+#[test]
+fn refuses_past_max_conns() {
+    if uring_available() {
+        shared::testing::suite::refuses_past_max_conns(&SPEC);
+    }
+}
+
 /// A thousand clients at once, every one served.
 #[test]
 fn a_thousand_clients_at_once() {

@@ -1,7 +1,5 @@
 //! Black-box tests of nonblocking-echo.
 
-use shared::testing::TestServer;
-
 const BIN: &str = env!("CARGO_BIN_EXE_nonblocking-echo");
 
 mod spinning {
@@ -24,47 +22,23 @@ mod with_idle_sleep {
     });
 }
 
-/// More than --max-conns clients: the extra one is told and closed; a place
-/// frees as soon as a client leaves.
+/// More than --max-conns clients: the extra ones are told and closed.
 #[test]
 fn refuses_past_max_conns() {
-    let server = TestServer::start(BIN, &["--max-conns", "2", "--idle-sleep-ms", "1"]);
-    let mut a = server.connect();
-    let mut b = server.connect();
-    assert_eq!(a.request("a"), "A\n");
-    assert_eq!(b.request("b"), "B\n");
-
-    let mut c = server.connect();
-    assert_eq!(c.read_line().unwrap(), b"ERR server full\n");
-    assert_eq!(c.read_to_end().unwrap(), b"");
-
-    drop(a);
-    assert!(shared::testing::eventually(|| {
-        let mut d = server.connect();
-        d.send(b"d\n");
-        d.read_line().unwrap() == b"D\n"
-    }));
-    assert_eq!(b.request("b again"), "B AGAIN\n");
+    shared::testing::suite::refuses_past_max_conns(&with_idle_sleep::SPEC);
 }
 
 #[cfg(target_os = "linux")]
 mod cpu {
-    use std::thread;
     use std::time::Duration;
 
-    use shared::testing::{TestServer, proc};
+    use shared::testing::TestServer;
 
     use super::BIN;
 
     /// CPU the server uses over two seconds with ten silent clients.
     fn idle_cpu(args: &[&str]) -> Duration {
-        let server = TestServer::start(BIN, args);
-        let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
-        let before = proc::total_cpu(server.pid());
-        thread::sleep(Duration::from_secs(2));
-        let used = proc::total_cpu(server.pid()) - before;
-        drop(clients);
-        used
+        shared::testing::suite::idle_cpu(&TestServer::start(BIN, args))
     }
 
     /// The article's point: with nothing to do, the busy loop still burns

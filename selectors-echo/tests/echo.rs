@@ -40,15 +40,7 @@ fn five_thousand_clients_at_once() {
 /// Past --max-conns, a client is told and closed; the rest are served.
 #[test]
 fn refuses_past_max_conns() {
-    let server = SPEC.start(&["--max-conns", "20"]);
-    let c = crowd(&server, &SPEC, 25);
-    assert_eq!((c.served.len(), c.refused), (20, 5));
-    drop(c);
-    assert!(shared::testing::eventually(|| {
-        let mut d = server.connect();
-        d.send(b"d\n");
-        d.read_line().unwrap() == b"D_SB\n"
-    }));
+    shared::testing::suite::refuses_past_max_conns(&SPEC);
 }
 
 /// Waiting for readiness costs nothing: ten idle clients, no CPU to speak of.

@@ -213,6 +213,52 @@ impl LineClient {
     }
 }
 
+/// A client socket with small buffers of its own (16 KiB to receive, 64 KiB
+/// to send) and a 2 s write timeout: what a server cannot hand over to it
+/// piles up in the server, where a test can see it, not in the test.
+pub fn flooder(addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_recv_buffer_size(16 << 10).expect("SO_RCVBUF");
+    socket.set_send_buffer_size(64 << 10).expect("SO_SNDBUF");
+    socket
+        .connect_timeout(&addr.into(), TIMEOUT)
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    stream
+}
+
+/// Writes `chunk` again and again, up to `limit` bytes, until a write stalls
+/// for the write timeout; returns how many bytes were written.
+pub fn flood(stream: &mut TcpStream, chunk: &[u8], limit: usize) -> usize {
+    let mut written = 0;
+    while written < limit {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            match stream.write(rest) {
+                Ok(n) => {
+                    written += n;
+                    rest = &rest[n..];
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return written;
+                }
+                Err(e) => panic!("flood write failed: {e}"),
+            }
+        }
+    }
+    written
+}
+
 /// Polls `condition` every 10 ms until it holds or [`TIMEOUT`] passes;
 /// returns whether it held. For state the test can only observe from
 /// outside, such as a descriptor count in `/proc`.

@@ -186,13 +186,7 @@ pub fn reset_mid_stream(spec: &EchoSpec) {
 /// bounded, and it still answers someone else.
 #[cfg(target_os = "linux")]
 pub fn non_reading_client(spec: &EchoSpec) {
-    use std::io::Write;
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    use socket2::{Domain, Protocol, Socket, Type};
-
-    use super::{TIMEOUT, proc};
+    use super::proc;
     const FLOOD: usize = 16 << 20;
     let server = spec.start(&[]);
     let mut probe = server.connect();
@@ -201,35 +195,9 @@ pub fn non_reading_client(spec: &EchoSpec) {
     let probe = spec.concurrent.then_some(probe);
     let rss_before = proc::rss_kib(server.pid());
 
-    // Small client-side buffers, so what the server cannot hand over piles
-    // up in the server, where the test can see it, not in this process.
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket.set_recv_buffer_size(16 << 10).unwrap();
-    socket.set_send_buffer_size(64 << 10).unwrap();
-    socket
-        .connect_timeout(&server.addr().into(), TIMEOUT)
-        .unwrap();
-    let mut flooder: TcpStream = socket.into();
-    flooder
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let mut flooder = super::flooder(server.addr());
     let chunk = "never going to read the replies to any of these lines.....\n".repeat(1024);
-    let mut written = 0;
-    'flood: while written < FLOOD {
-        let mut rest = chunk.as_bytes();
-        while !rest.is_empty() {
-            match flooder.write(rest) {
-                Ok(n) => {
-                    written += n;
-                    rest = &rest[n..];
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    break 'flood;
-                }
-                Err(e) => panic!("flood write failed: {e}"),
-            }
-        }
-    }
+    let written = super::flood(&mut flooder, chunk.as_bytes(), FLOOD);
 
     let grown_kib = proc::rss_kib(server.pid()).saturating_sub(rss_before);
     assert!(
@@ -270,7 +238,7 @@ pub fn non_reading_client(spec: &EchoSpec) {
 #[macro_export]
 macro_rules! echo_suite {
     ($spec:expr) => {
-        const SPEC: $crate::testing::suite::EchoSpec = $spec;
+        pub const SPEC: $crate::testing::suite::EchoSpec = $spec;
         #[test]
         fn one_request() {
             $crate::testing::suite::one_request(&SPEC);
@@ -315,6 +283,23 @@ macro_rules! echo_suite {
             $crate::testing::suite::churn_leaves_no_trace(&SPEC);
         }
     };
+}
+
+/// More clients than `--max-conns` 20: the extra five are told
+/// `ERR server full` and closed, the rest served; a place frees as soon as
+/// clients leave.
+pub fn refuses_past_max_conns(spec: &EchoSpec) {
+    let server = spec.start(&["--max-conns", "20"]);
+    let c = crowd(&server, spec, 25);
+    assert_eq!((c.served.len(), c.refused), (20, 5));
+    drop(c);
+    assert!(super::eventually(|| {
+        let mut newcomer = server.connect();
+        newcomer.send(b"newcomer\n");
+        newcomer
+            .read_line()
+            .is_ok_and(|l| l == spec.reply("newcomer").as_bytes())
+    }));
 }
 
 /// The outcome of [`crowd`]: the clients that were served, still connected,
