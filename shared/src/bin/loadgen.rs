@@ -1,0 +1,378 @@
+//! A load generator for the io-models servers: many connections driven by
+//! one `mio` event loop per thread, every reply checked byte for byte.
+//!
+//! Each connection keeps `--depth` requests in flight: it writes them, and
+//! sends one more for every reply it reads. Latency is timed per request,
+//! from its write to the end of its reply, into an HDR histogram. Run for a
+//! time (`--secs`, after `--warmup-secs`) or for a fixed number of requests
+//! (`--requests`, for counting system calls and instructions per request).
+//!
+//! ```text
+//! cargo run --release -p select-echo -- --addr 127.0.0.1:8093     # terminal 1
+//! cargo run --release -p shared --bin loadgen -- --addr 127.0.0.1:8093 --conns 100 --depth 16
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Drive an io-models server with many connections and check every reply")]
+struct Args {
+    /// Server address
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Active connections
+    #[arg(long, default_value_t = 10)]
+    conns: usize,
+    /// Request size in bytes, newline included (line protocol)
+    #[arg(long, default_value_t = 62, value_parser = clap::value_parser!(u32).range(1..))]
+    size: u32,
+    /// Requests in flight per connection (pipelined)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    depth: u32,
+    /// Seconds to measure
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Seconds to run before measuring
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+    /// Stop after this many requests in all (no warm-up); overrides --secs
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Extra connections opened and held silent
+    #[arg(long, default_value_t = 0)]
+    idle: usize,
+    /// What the server puts before each reply's newline (`_SB` for selectors-echo)
+    #[arg(long, default_value = "")]
+    suffix: String,
+    /// Protocol: echo lines, or keep-alive `GET /`
+    #[arg(long, value_enum, default_value_t = Proto::Line)]
+    proto: Proto,
+    /// Event-loop threads the connections are spread over
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Print the result as one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Line,
+    Http,
+}
+
+/// What one thread measured.
+struct Tally {
+    requests: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+    measured: Duration,
+}
+
+fn main() -> ExitCode {
+    shared::cli::exit_with(run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.proto == Proto::Line && (args.suffix.len() + 1) as u32 > args.size + 16 {
+        bail!("--suffix is longer than a reply");
+    }
+    // Idle connections: opened, then held silent for the whole run.
+    let idle: Vec<std::net::TcpStream> = (0..args.idle)
+        .map(|_| std::net::TcpStream::connect(args.addr))
+        .collect::<io::Result<_>>()
+        .context("opening idle connections")?;
+
+    let threads = usize::from(args.threads).min(args.conns.max(1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let args = args.clone();
+            let conns = args.conns / threads + usize::from(t < args.conns % threads);
+            let requests = args
+                .requests
+                .map(|r| r / threads as u64 + u64::from((t as u64) < r % threads as u64));
+            thread::spawn(move || drive(&args, conns, requests, t))
+        })
+        .collect();
+    let mut total = Tally {
+        requests: 0,
+        errors: 0,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+        measured: Duration::ZERO,
+    };
+    for h in handles {
+        let t = h.join().expect("load thread panicked")?;
+        total.requests += t.requests;
+        total.errors += t.errors;
+        total.latency_us.add(&t.latency_us).expect("same bounds");
+        total.measured = total.measured.max(t.measured);
+    }
+    drop(idle);
+    report(&args, &total);
+    if total.errors > 0 {
+        bail!("{} replies did not match", total.errors);
+    }
+    Ok(())
+}
+
+/// One connection's state.
+struct Conn {
+    stream: TcpStream,
+    /// Request bytes not yet written.
+    out: Vec<u8>,
+    /// Reply bytes received and not yet checked.
+    inbox: Vec<u8>,
+    /// When each request in flight was written, oldest first.
+    in_flight: VecDeque<Instant>,
+}
+
+/// Drives `conns` connections until time is up or `requests` are answered.
+fn drive(args: &Args, conns: usize, requests: Option<u64>, thread: usize) -> anyhow::Result<Tally> {
+    let (request, reply) = exchange(args, thread);
+    let mut poll = Poll::new()?;
+    let mut connections = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let std_stream = std::net::TcpStream::connect(args.addr)
+            .with_context(|| format!("cannot connect to {}", args.addr))?;
+        // Pipelined requests go out at once, not after a delayed ACK.
+        std_stream.set_nodelay(true)?;
+        std_stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        connections.push(Conn {
+            stream,
+            out: Vec::new(),
+            inbox: Vec::new(),
+            in_flight: VecDeque::new(),
+        });
+    }
+
+    let start = Instant::now();
+    let warmup = if requests.is_some() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(args.warmup_secs)
+    };
+    let measure_from = start + warmup;
+    let stop_at = measure_from + Duration::from_secs_f64(args.secs);
+    let mut tally = Tally {
+        requests: 0,
+        errors: 0,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+        measured: Duration::ZERO,
+    };
+    // Requests still to be sent, when the run is counted rather than timed.
+    let mut to_send = requests.unwrap_or(u64::MAX);
+    let mut answered = 0u64;
+    for c in &mut connections {
+        let n = u64::from(args.depth).min(to_send);
+        for _ in 0..n {
+            c.out.extend_from_slice(&request);
+            c.in_flight.push_back(Instant::now());
+        }
+        to_send -= n;
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let now = Instant::now();
+        let done = match requests {
+            Some(r) => answered >= r,
+            None => now >= stop_at,
+        };
+        if done || connections.is_empty() {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        let now = Instant::now();
+        let measuring = now >= measure_from;
+        for event in events.iter() {
+            let c = &mut connections[event.token().0];
+            if event.is_writable() || !c.out.is_empty() {
+                write_out(c)?;
+            }
+            if !event.is_readable() {
+                continue;
+            }
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => bail!("the server closed a connection"),
+                    Ok(n) => c.inbox.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e).context("reading replies"),
+                }
+            }
+            // Every complete reply: check it, time it, send the next request.
+            let mut used = 0;
+            while let Some(len) = reply_len(args.proto, &c.inbox[used..], &reply) {
+                let got = &c.inbox[used..used + len];
+                let ok = match args.proto {
+                    Proto::Line => got == reply.as_slice(),
+                    Proto::Http => http_ok(got),
+                };
+                used += len;
+                let sent = c
+                    .in_flight
+                    .pop_front()
+                    .expect("a reply to a request in flight");
+                answered += 1;
+                if measuring {
+                    tally.requests += 1;
+                    tally.errors += u64::from(!ok);
+                    let us = now.duration_since(sent).as_micros().max(1) as u64;
+                    let _ = tally.latency_us.record(us.min(60_000_000));
+                } else if !ok {
+                    tally.errors += 1;
+                }
+                if to_send > 0 {
+                    to_send -= 1;
+                    c.out.extend_from_slice(&request);
+                    c.in_flight.push_back(Instant::now());
+                }
+            }
+            c.inbox.drain(..used);
+            if !c.out.is_empty() {
+                write_out(c)?;
+            }
+        }
+    }
+    tally.measured = Instant::now().saturating_duration_since(measure_from);
+    Ok(tally)
+}
+
+fn write_out(c: &mut Conn) -> anyhow::Result<()> {
+    while !c.out.is_empty() {
+        match c.stream.write(&c.out) {
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("writing requests"),
+        }
+    }
+    Ok(())
+}
+
+/// The request every connection of this thread sends, and the exact reply
+/// it expects (for HTTP, a template only its length is taken from).
+fn exchange(args: &Args, thread: usize) -> (Vec<u8>, Vec<u8>) {
+    match args.proto {
+        Proto::Line => {
+            let body = args.size as usize - 1;
+            let mut request: Vec<u8> = (0..body)
+                .map(|i| b"abcdefghijklmnopqrstuvwxyz"[(i + thread) % 26])
+                .collect();
+            let mut reply = request.to_ascii_uppercase();
+            reply.extend_from_slice(args.suffix.as_bytes());
+            reply.push(b'\n');
+            request.push(b'\n');
+            (request, reply)
+        }
+        Proto::Http => (
+            format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", args.addr).into_bytes(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Length of the first complete reply at the start of `inbox`, if any.
+fn reply_len(proto: Proto, inbox: &[u8], reply: &[u8]) -> Option<usize> {
+    match proto {
+        Proto::Line => (inbox.len() >= reply.len()).then_some(reply.len()),
+        Proto::Http => {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Response::new(&mut headers);
+            match r.parse(inbox) {
+                Ok(httparse::Status::Complete(head)) => {
+                    let length = r
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| {
+                            std::str::from_utf8(h.value)
+                                .ok()?
+                                .trim()
+                                .parse::<usize>()
+                                .ok()
+                        })
+                        .unwrap_or(0);
+                    (inbox.len() >= head + length).then_some(head + length)
+                }
+                Ok(httparse::Status::Partial) => None,
+                // Not HTTP: count it as one wrong reply of everything received.
+                Err(_) => Some(inbox.len()),
+            }
+        }
+    }
+}
+
+/// A correct response to `GET /`: 200 and the 13-byte body.
+fn http_ok(response: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut r = httparse::Response::new(&mut headers);
+    matches!(r.parse(response), Ok(httparse::Status::Complete(head))
+        if r.code == Some(200) && &response[head..] == b"Hello, world!")
+}
+
+fn report(args: &Args, t: &Tally) {
+    let secs = t.measured.as_secs_f64().max(1e-9);
+    let rps = t.requests as f64 / secs;
+    let h = &t.latency_us;
+    let q = |x: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(x)
+        }
+    };
+    if args.json {
+        println!(
+            "{{\"addr\":\"{}\",\"proto\":\"{:?}\",\"conns\":{},\"depth\":{},\"size\":{},\"idle\":{},\
+             \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"rps\":{:.1},\
+             \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+            args.addr,
+            args.proto,
+            args.conns,
+            args.depth,
+            args.size,
+            args.idle,
+            args.threads,
+            secs,
+            t.requests,
+            t.errors,
+            rps,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            if h.is_empty() { 0 } else { h.max() },
+        );
+    } else {
+        println!(
+            "{} requests in {secs:.2} s: {rps:.0} requests/s; latency p50 {} us, p90 {} us, \
+             p99 {} us, max {} us; {} errors",
+            t.requests,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            if h.is_empty() { 0 } else { h.max() },
+            t.errors
+        );
+    }
+}
