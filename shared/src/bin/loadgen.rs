@@ -75,6 +75,8 @@ enum Proto {
 /// What one thread measured.
 struct Tally {
     requests: u64,
+    /// Replies received, warm-up included.
+    all: u64,
     errors: u64,
     latency_us: Histogram<u64>,
     measured: Duration,
@@ -107,6 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let mut total = Tally {
         requests: 0,
+        all: 0,
         errors: 0,
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
         measured: Duration::ZERO,
@@ -114,6 +117,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     for h in handles {
         let t = h.join().expect("load thread panicked")?;
         total.requests += t.requests;
+        total.all += t.all;
         total.errors += t.errors;
         total.latency_us.add(&t.latency_us).expect("same bounds");
         total.measured = total.measured.max(t.measured);
@@ -172,6 +176,7 @@ fn drive(args: &Args, conns: usize, requests: Option<u64>, thread: usize) -> any
     let stop_at = measure_from + Duration::from_secs_f64(args.secs);
     let mut tally = Tally {
         requests: 0,
+        all: 0,
         errors: 0,
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
         measured: Duration::ZERO,
@@ -253,6 +258,7 @@ fn drive(args: &Args, conns: usize, requests: Option<u64>, thread: usize) -> any
         }
     }
     tally.measured = Instant::now().saturating_duration_since(measure_from);
+    tally.all = answered;
     Ok(tally)
 }
 
@@ -345,7 +351,7 @@ fn report(args: &Args, t: &Tally) {
     if args.json {
         println!(
             "{{\"addr\":\"{}\",\"proto\":\"{:?}\",\"conns\":{},\"depth\":{},\"size\":{},\"idle\":{},\
-             \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"rps\":{:.1},\
+             \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"all_requests\":{},\"rps\":{:.1},\
              \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
             args.addr,
             args.proto,
@@ -357,6 +363,7 @@ fn report(args: &Args, t: &Tally) {
             secs,
             t.requests,
             t.errors,
+            t.all,
             rps,
             q(0.5),
             q(0.9),

@@ -1,0 +1,191 @@
+//! System calls and user-space instructions per request, the counts that do
+//! not drift with a noisy machine: each is the difference between two runs
+//! of a fixed number of requests (10 connections, 62-byte lines or
+//! keep-alive `GET /`), so that start-up and shut-down cancel.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use shared::testing::TestServer;
+
+use crate::measure::{Env, Model};
+
+/// Counts per request at one depth.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub depth: u32,
+    /// Total, and per system call name (only those above 0.01).
+    pub syscalls: Option<(f64, Vec<(String, f64)>)>,
+    pub instructions: Option<f64>,
+}
+
+/// Requests in the shorter of the two runs at `depth`; the longer has twice.
+fn base_requests(depth: u32) -> u64 {
+    if depth == 1 { 4_000 } else { 32_000 }
+}
+
+pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
+    let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    let (strace, valgrind) = (have("strace"), have("valgrind"));
+    if !strace || !valgrind {
+        eprintln!("   (strace or valgrind missing: counts skipped)");
+    }
+    let mut all = Vec::new();
+    for depth in [1, 16] {
+        let n = base_requests(depth);
+        let mut counts = Counts {
+            depth,
+            ..Counts::default()
+        };
+        if strace {
+            let a = syscalls(env, m, depth, n)?;
+            let b = syscalls(env, m, depth, 2 * n)?;
+            let mut per_name: Vec<(String, f64)> = b
+                .iter()
+                .map(|(name, &calls)| {
+                    let before = a.get(name).copied().unwrap_or(0);
+                    (name.clone(), (calls as f64 - before as f64) / n as f64)
+                })
+                .filter(|(_, per)| *per >= 0.01)
+                .collect();
+            per_name.sort_by(|x, y| y.1.total_cmp(&x.1));
+            let total = per_name.iter().map(|(_, c)| c).sum();
+            counts.syscalls = Some((total, per_name));
+        }
+        if valgrind {
+            let a = instructions(env, m, depth, n)?;
+            let b = instructions(env, m, depth, 2 * n)?;
+            counts.instructions = Some((b as f64 - a as f64) / n as f64);
+        }
+        eprintln!(
+            "   depth {depth}: {} system calls, {} instructions per request",
+            counts
+                .syscalls
+                .as_ref()
+                .map_or("?".into(), |(t, _)| format!("{t:.2}")),
+            counts
+                .instructions
+                .map_or("?".into(), |i| format!("{i:.0}")),
+        );
+        all.push(counts);
+    }
+    Ok(all)
+}
+
+/// One run under `strace -f -c`: calls per system call name.
+fn syscalls(
+    env: &Env,
+    m: &Model,
+    depth: u32,
+    requests: u64,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let dir = tempdir()?;
+    let file = dir.join("strace.txt");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-c", "-o"])
+        .arg(&file)
+        .arg(env.bin_dir.join(m.bin))
+        .args(m.args);
+    run_fixed(env, m, command, depth, requests)?;
+    let text = fs::read_to_string(&file).context("reading strace's summary")?;
+    let _ = fs::remove_dir_all(&dir);
+    // Columns: % time, seconds, usecs/call, calls, [errors,] syscall.
+    let mut calls = BTreeMap::new();
+    for line in text.lines().skip(2) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 || fields[0].starts_with('-') || fields.last() == Some(&"total") {
+            continue;
+        }
+        if let Ok(n) = fields[3].parse::<u64>() {
+            calls.insert((*fields.last().unwrap()).to_string(), n);
+        }
+    }
+    Ok(calls)
+}
+
+/// One run under callgrind: user-space instructions in all.
+fn instructions(env: &Env, m: &Model, depth: u32, requests: u64) -> anyhow::Result<u64> {
+    let dir = tempdir()?;
+    let file = dir.join("callgrind.out");
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", file.display()))
+        .arg(env.bin_dir.join(m.bin))
+        .args(m.args);
+    run_fixed(env, m, command, depth, requests)?;
+    let text = fs::read_to_string(&file).context("reading callgrind's output")?;
+    let _ = fs::remove_dir_all(&dir);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .context("no instruction total in callgrind's output")
+}
+
+/// Starts the server under `command`, sends `requests`, and stops it so
+/// that the tool writes its summary: SIGTERM to the server itself (under
+/// strace, the child of strace), then one connection, which wakes a server
+/// blocked in `io_uring_enter` (valgrind delivers the signal only then).
+fn run_fixed(
+    env: &Env,
+    m: &Model,
+    command: Command,
+    depth: u32,
+    requests: u64,
+) -> anyhow::Result<()> {
+    let mut server = TestServer::start_command(command);
+    let out = Command::new(env.bin_dir.join("loadgen"))
+        .args(["--addr", &server.addr().to_string(), "--proto", m.proto])
+        .args(["--conns", "10", "--depth", &depth.to_string()])
+        .args(["--requests", &requests.to_string(), "--json"])
+        .args(if m.suffix.is_empty() {
+            vec![]
+        } else {
+            vec!["--suffix", m.suffix]
+        })
+        .output()?;
+    if !out.status.success() {
+        bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let target = children(server.pid())
+        .first()
+        .copied()
+        .unwrap_or(server.pid());
+    // SAFETY: kill only sends a signal to a process this program started.
+    unsafe {
+        libc::kill(target as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = std::net::TcpStream::connect_timeout(&server.addr(), Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.try_exit_status().is_none() {
+        if Instant::now() > deadline {
+            bail!("{} did not stop", m.bin);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Child processes of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("bench-models-{}-{n}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,409 @@
+//! Starting servers, driving them with loadgen, reading /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::{counts, report};
+use shared::testing::{TestServer, proc, raise_nofile_limit};
+
+#[derive(clap::Parser, Debug, Clone)]
+#[command(about = "Measure every io-models server side by side; write BENCHMARKS.md and charts")]
+pub struct Args {
+    /// Smoke test: fewer, shorter points and no strace/valgrind counts
+    #[arg(long)]
+    pub quick: bool,
+    /// Where BENCHMARKS.md and bench/*.svg go (default: the workspace root,
+    /// or target/bench-quick with --quick)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seconds per throughput point (default 3, quick 0.5)
+    #[arg(long)]
+    pub secs: Option<f64>,
+}
+
+/// One server as the benchmark runs it. Adding a server is one line in
+/// [`MODELS`].
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    /// The name in tables and charts.
+    pub name: &'static str,
+    pub bin: &'static str,
+    pub args: &'static [&'static str],
+    /// `line` or `http`, for loadgen's `--proto`.
+    pub proto: &'static str,
+    /// Reply suffix, for loadgen's `--suffix`.
+    pub suffix: &'static str,
+    /// Most connections it serves at once (a pool: its workers).
+    pub max_active: usize,
+    /// Most idle connections it can hold beside 10 active ones.
+    pub max_idle: usize,
+}
+
+const ANY: usize = usize::MAX;
+
+pub const MODELS: &[Model] = &[
+    Model {
+        name: "blocking, thread per connection",
+        bin: "blocking-echo",
+        args: &["--mode", "thread"],
+        proto: "line",
+        suffix: "",
+        max_active: ANY,
+        max_idle: ANY,
+    },
+    Model {
+        name: "blocking, pool of 8 threads",
+        bin: "blocking-echo",
+        args: &["--mode", "pool", "--workers", "8", "--queue", "4096"],
+        proto: "line",
+        suffix: "",
+        max_active: 8,
+        max_idle: 0,
+    },
+    Model {
+        name: "non-blocking busy loop",
+        bin: "nonblocking-echo",
+        args: &[],
+        proto: "line",
+        suffix: "",
+        max_active: ANY,
+        max_idle: ANY,
+    },
+    Model {
+        name: "select",
+        bin: "select-echo",
+        args: &["--max-conns", "1010"],
+        proto: "line",
+        suffix: "",
+        max_active: 1000,
+        max_idle: 1000,
+    },
+    Model {
+        name: "selectors (polling, epoll)",
+        bin: "selectors-echo",
+        args: &[],
+        proto: "line",
+        suffix: "_SB",
+        max_active: ANY,
+        max_idle: ANY,
+    },
+    Model {
+        name: "io_uring completions",
+        bin: "iocp-accept",
+        args: &[],
+        proto: "line",
+        suffix: "",
+        max_active: ANY,
+        max_idle: ANY,
+    },
+    Model {
+        name: "epoll LT, HTTP",
+        bin: "epoll-http",
+        args: &[],
+        proto: "http",
+        suffix: "",
+        max_active: ANY,
+        max_idle: ANY,
+    },
+    Model {
+        name: "epoll ET, HTTP",
+        bin: "epoll-http",
+        args: &["--edge"],
+        proto: "http",
+        suffix: "",
+        max_active: ANY,
+        max_idle: ANY,
+    },
+];
+
+/// One loadgen result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Point {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: f64,
+    /// Server CPU per 100 000 requests: user, system (seconds).
+    pub cpu_user: f64,
+    pub cpu_sys: f64,
+}
+
+/// Everything measured for one model.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    /// (connections, depth) -> point; `None`: beyond what the model serves.
+    pub grid: Vec<((usize, u32), Option<Point>)>,
+    /// idle connections -> point (10 active, depth 1).
+    pub idle: Vec<(usize, Option<Point>)>,
+    /// CPU seconds over the idle window with 10 idle connections.
+    pub idle_cpu: f64,
+    pub idle_window: f64,
+    /// KiB of RSS per idle connection, and how many were opened.
+    pub rss_per_conn_kib: f64,
+    pub rss_conns: usize,
+    /// Per-request counts at depth 1 and 16, when measured.
+    pub counts: Vec<counts::Counts>,
+    /// wrk's requests/s and p99 (ms) beside loadgen's, for HTTP models.
+    pub wrk: Option<(f64, f64)>,
+}
+
+pub struct Env {
+    pub bin_dir: PathBuf,
+    pub secs: f64,
+    pub quick: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("no directory for this program")?
+        .to_path_buf();
+    for m in MODELS {
+        if !bin_dir.join(m.bin).exists() || !bin_dir.join("loadgen").exists() {
+            bail!(
+                "{} not found beside this program in {}: build first with \
+                 `cargo build --release --workspace`",
+                m.bin,
+                bin_dir.display()
+            );
+        }
+    }
+    let root = workspace_root(&bin_dir);
+    let out = args.out.clone().unwrap_or_else(|| {
+        if args.quick {
+            root.join("target/bench-quick")
+        } else {
+            root.clone()
+        }
+    });
+    raise_nofile_limit(65_536);
+    let env = Env {
+        bin_dir,
+        secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 3.0 }),
+        quick: args.quick,
+    };
+    let mut all = Vec::new();
+    for model in MODELS {
+        eprintln!("== {}", model.name);
+        let started = std::time::Instant::now();
+        let results = measure(&env, model)?;
+        eprintln!("   ({:.1} s)", started.elapsed().as_secs_f64());
+        all.push((*model, results));
+    }
+    let errors: f64 = all
+        .iter()
+        .flat_map(|(_, r)| {
+            r.grid
+                .iter()
+                .filter_map(|(_, p)| *p)
+                .chain(r.idle.iter().filter_map(|(_, p)| *p))
+        })
+        .map(|p| p.errors)
+        .sum();
+    report::write(&out, &env, &all).context("writing the report")?;
+    eprintln!("wrote {}", out.join("BENCHMARKS.md").display());
+    if errors > 0.0 {
+        bail!("{errors} replies did not match");
+    }
+    Ok(())
+}
+
+fn workspace_root(bin_dir: &Path) -> PathBuf {
+    // target/release/ -> the workspace root
+    bin_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").exists() && d.join("shared").is_dir())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn measure(env: &Env, m: &Model) -> anyhow::Result<Results> {
+    let mut r = Results::default();
+    let conns: &[usize] = if env.quick {
+        &[1, 100]
+    } else {
+        &[1, 10, 100, 1000]
+    };
+    let idles: &[usize] = if env.quick {
+        &[0, 100]
+    } else {
+        &[0, 100, 500, 1000]
+    };
+
+    // Throughput and latency against connections, one server for the grid.
+    let server = start(env, m, &[]);
+    for &depth in &[1u32, 16] {
+        for &c in conns {
+            let point = (c <= m.max_active)
+                .then(|| loadgen(env, m, &server, c, depth, 0))
+                .transpose()?;
+            eprintln!("   {c:>4} conns depth {depth:>2}: {}", show(point));
+            r.grid.push(((c, depth), point));
+        }
+    }
+    drop(server);
+
+    // Latency against idle connections held open beside 10 active ones.
+    for &idle in idles {
+        let point = (idle <= m.max_idle)
+            .then(|| {
+                let server = start(env, m, &[]);
+                loadgen(env, m, &server, 10, 1, idle)
+            })
+            .transpose()?;
+        eprintln!("   10 active + {idle:>4} idle: {}", show(point));
+        r.idle.push((idle, point));
+    }
+
+    // CPU while idle, then memory per idle connection.
+    let server = start(env, m, &[]);
+    let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
+    r.idle_window = if env.quick { 0.5 } else { 3.0 };
+    let before = proc::total_cpu(server.pid());
+    thread::sleep(Duration::from_secs_f64(r.idle_window));
+    r.idle_cpu = (proc::total_cpu(server.pid()) - before).as_secs_f64();
+    drop(clients);
+    drop(server);
+
+    // A fresh server, so that no earlier client is still being closed. A
+    // pool holds the connections beyond its workers in its queue: they
+    // cost it a descriptor and a queue slot, not a thread.
+    let server = start(env, m, &[]);
+    r.rss_conns = if env.quick { 100 } else { 1000 };
+    let rss_before = proc::rss_kib(server.pid());
+    let fds_before = proc::fd_count(server.pid());
+    let idle: Vec<_> = (0..r.rss_conns).map(|_| server.connect()).collect();
+    let target = fds_before + r.rss_conns;
+    shared::testing::eventually(|| proc::fd_count(server.pid()) >= target);
+    thread::sleep(Duration::from_millis(200));
+    let grown = proc::rss_kib(server.pid()).saturating_sub(rss_before);
+    r.rss_per_conn_kib = grown as f64 / r.rss_conns as f64;
+    drop(idle);
+    drop(server);
+    eprintln!(
+        "   idle CPU {:.3} s over {:.0} s; RSS {:.1} KiB per idle connection",
+        r.idle_cpu, r.idle_window, r.rss_per_conn_kib
+    );
+
+    if !env.quick {
+        r.counts = counts::measure(env, m)?;
+        if m.proto == "http" {
+            r.wrk = wrk(env, m)?;
+        }
+    }
+    Ok(r)
+}
+
+fn show(p: Option<Point>) -> String {
+    match p {
+        None => "n/a".into(),
+        Some(p) => format!(
+            "{:>9.0} req/s, p50 {:>6.0} us, p99 {:>6.0} us, CPU/100k user {:.2} s sys {:.2} s",
+            p.rps, p.p50_us, p.p99_us, p.cpu_user, p.cpu_sys
+        ),
+    }
+}
+
+/// Starts a fresh server of model `m`.
+pub fn start(env: &Env, m: &Model, extra: &[&str]) -> TestServer {
+    let mut command = Command::new(env.bin_dir.join(m.bin));
+    command.args(m.args).args(extra);
+    TestServer::start_command(command)
+}
+
+/// One loadgen run against `server`, with the server's CPU over the run.
+fn loadgen(
+    env: &Env,
+    m: &Model,
+    server: &TestServer,
+    conns: usize,
+    depth: u32,
+    idle: usize,
+) -> anyhow::Result<Point> {
+    let (user0, sys0) = proc::cpu_time(server.pid());
+    let out = Command::new(env.bin_dir.join("loadgen"))
+        .args([
+            "--addr",
+            &server.addr().to_string(),
+            "--proto",
+            m.proto,
+            "--json",
+        ])
+        .args(["--conns", &conns.to_string(), "--depth", &depth.to_string()])
+        .args(["--idle", &idle.to_string(), "--secs", &env.secs.to_string()])
+        .args(["--warmup-secs", if env.quick { "0.1" } else { "0.5" }])
+        .args(if m.suffix.is_empty() {
+            vec![]
+        } else {
+            vec!["--suffix", m.suffix]
+        })
+        .output()
+        .context("running loadgen")?;
+    let (user1, sys1) = proc::cpu_time(server.pid());
+    let json = String::from_utf8_lossy(&out.stdout);
+    if json.trim().is_empty() {
+        bail!(
+            "loadgen failed against {}: {}",
+            m.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The server's CPU over the whole run, warm-up included, per request
+    // answered in it.
+    let all = json_number(&json, "all_requests");
+    let per_100k = |d: Duration| d.as_secs_f64() / all.max(1.0) * 100_000.0;
+    Ok(Point {
+        rps: json_number(&json, "rps"),
+        p50_us: json_number(&json, "p50_us"),
+        p99_us: json_number(&json, "p99_us"),
+        errors: json_number(&json, "errors"),
+        cpu_user: per_100k(user1.saturating_sub(user0)),
+        cpu_sys: per_100k(sys1.saturating_sub(sys0)),
+    })
+}
+
+/// The number after `"key":` in a flat JSON object.
+pub fn json_number(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    json.find(&pat)
+        .map(|i| &json[i + pat.len()..])
+        .and_then(|rest| rest.split([',', '}']).next()?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// wrk against an HTTP model: requests/s and p99 in ms, if wrk is installed.
+fn wrk(env: &Env, m: &Model) -> anyhow::Result<Option<(f64, f64)>> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let server = start(env, m, &[]);
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c100",
+            &format!("-d{}s", env.secs.ceil()),
+            "--latency",
+        ])
+        .arg(format!("http://{}/", server.addr()))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok());
+    let p99 = text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix("99%")?.trim();
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let num: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => num / 1000.0,
+            "ms" => num,
+            "s" => num * 1000.0,
+            _ => return None,
+        })
+    });
+    Ok(rps.zip(p99))
+}

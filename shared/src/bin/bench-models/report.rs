@@ -1,0 +1,585 @@
+//! BENCHMARKS.md and its charts, from one run's results.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::measure::{Env, Model, Point, Results};
+
+type All = [(Model, Results)];
+
+pub fn write(out: &Path, env: &Env, all: &All) -> anyhow::Result<()> {
+    fs::create_dir_all(out.join("bench"))?;
+    charts(out, all)?;
+    let mut md = String::new();
+    header(&mut md, env);
+    grid_tables(&mut md, all);
+    idle_table(&mut md, all);
+    cpu_table(&mut md, all);
+    counts_tables(&mut md, env, all);
+    memory_table(&mut md, all);
+    cross_check(&mut md, env, all);
+    claims(&mut md, env, all);
+    fs::write(out.join("BENCHMARKS.md"), md)?;
+    Ok(())
+}
+
+fn header(md: &mut String, env: &Env) {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next()?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mode = if env.quick { " --quick" } else { "" };
+    let _ = writeln!(
+        md,
+        "# Benchmarks\n\n\
+         Every I/O model of this workspace, measured side by side in one run of\n\
+         `bench-models`. Reproduce with:\n\n\
+         ```sh\n\
+         cargo build --release --workspace\n\
+         cargo run --release -p shared --bin bench-models{mode}\n\
+         ```\n\n\
+         Machine: {cpu}, {cores} cores, {:.0} GiB, Linux {}. The load generator\n\
+         (`loadgen`, one `mio` event loop, every reply checked byte for byte) and the\n\
+         server share these cores, so absolute figures are this machine's; compare\n\
+         models within the run. Each point: {} s measured after a short warm-up;\n\
+         requests are 62-byte lines (the echo servers) or keep-alive `GET /`\n\
+         (epoll-http), on loopback. selectors-echo's replies carry the article's\n\
+         `_SB` suffix. The HTTP server does more work per request than the echo\n\
+         servers, so its rows compare with each other, not with theirs.\n",
+        mem_kib as f64 / 1024.0 / 1024.0,
+        kernel.trim(),
+        env.secs,
+    );
+}
+
+fn cell(p: &Option<Point>) -> String {
+    match p {
+        Some(p) => format!("{:.0} ({:.0} µs)", p.rps, p.p99_us),
+        None => "—".into(),
+    }
+}
+
+fn grid_tables(md: &mut String, all: &All) {
+    let conns: Vec<usize> = all[0]
+        .1
+        .grid
+        .iter()
+        .filter(|((_, d), _)| *d == 1)
+        .map(|((c, _), _)| *c)
+        .collect();
+    for depth in [1u32, 16] {
+        let _ = writeln!(
+            md,
+            "\n## Throughput against connections, depth {depth}\n\n\
+             Requests per second, and p99 latency in brackets, with every connection\n\
+             active and {depth} request{} in flight on each. \"—\": more connections than the\n\
+             model serves at once (a pool of 8 serves 8; the others wait).\n",
+            if depth == 1 { "" } else { "s" }
+        );
+        let _ = write!(md, "| model |");
+        for c in &conns {
+            let _ = write!(md, " {c} |");
+        }
+        let _ = write!(md, "\n|---|");
+        for _ in &conns {
+            let _ = write!(md, "---:|");
+        }
+        md.push('\n');
+        for (m, r) in all {
+            let _ = write!(md, "| {} |", m.name);
+            for ((_, d), p) in &r.grid {
+                if *d == depth {
+                    let _ = write!(md, " {} |", cell(p));
+                }
+            }
+            md.push('\n');
+        }
+    }
+    md.push_str("\n![Requests per second against connections](bench/throughput.svg)\n");
+}
+
+fn idle_table(md: &mut String, all: &All) {
+    let idles: Vec<usize> = all[0].1.idle.iter().map(|(i, _)| *i).collect();
+    md.push_str(
+        "\n## Latency against idle connections\n\n\
+         10 active connections, one request in flight each, while more connections are\n\
+         held open and silent. p50 / p99 latency in microseconds. select must scan every\n\
+         descriptor up to the highest on each call; epoll and io_uring touch only the\n\
+         ready ones. The pool cannot run this: idle connections would hold its workers.\n\n| model |",
+    );
+    for i in &idles {
+        let _ = write!(md, " {i} idle |");
+    }
+    md.push_str("\n|---|");
+    for _ in &idles {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    for (m, r) in all {
+        let _ = write!(md, "| {} |", m.name);
+        for (_, p) in &r.idle {
+            match p {
+                Some(p) => {
+                    let _ = write!(md, " {:.0} / {:.0} |", p.p50_us, p.p99_us);
+                }
+                None => md.push_str(" — |"),
+            }
+        }
+        md.push('\n');
+    }
+    md.push_str("\n![p99 latency against idle connections](bench/p99-idle.svg)\n");
+}
+
+/// The grid point at 100 connections (or the most the model serves), depth 1.
+fn busy_point(r: &Results) -> Option<(usize, Point)> {
+    r.grid
+        .iter()
+        .filter(|((c, d), _)| *d == 1 && *c <= 100)
+        .filter_map(|((c, _), p)| p.map(|p| (*c, p)))
+        .next_back()
+}
+
+fn cpu_table(md: &mut String, all: &All) {
+    md.push_str(
+        "\n## CPU\n\n\
+         Server CPU seconds per 100 000 requests at 100 connections, depth 1 (a pool:\n\
+         8), split into user and kernel time: on loopback most of an echo server's CPU\n\
+         is the kernel's TCP work. Then the CPU the server used while 10 connections\n\
+         sat idle.\n\n\
+         | model | user | kernel | idle: CPU seconds |\n|---|---:|---:|---:|\n",
+    );
+    for (m, r) in all {
+        match busy_point(r) {
+            Some((_, p)) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.3} | {:.3} | {:.2} over {:.1} s |",
+                    m.name, p.cpu_user, p.cpu_sys, r.idle_cpu, r.idle_window
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "| {} | — | — | {:.2} over {:.1} s |",
+                    m.name, r.idle_cpu, r.idle_window
+                );
+            }
+        }
+    }
+}
+
+fn counts_tables(md: &mut String, env: &Env, all: &All) {
+    md.push_str(
+        "\n## System calls and instructions per request\n\n\
+         10 connections, fixed request counts (4 000 and 8 000 at depth 1, 32 000 and\n\
+         64 000 at depth 16), two runs subtracted so that start-up cancels:\n\
+         `strace -f -c` for system calls, `valgrind --tool=callgrind` for user-space\n\
+         instructions. These repeat to within a few percent whatever else the\n\
+         machine is doing; at depth 1 they move a little with how many clients are\n\
+         ready per wait.\n\n",
+    );
+    if env.quick || all.iter().all(|(_, r)| r.counts.is_empty()) {
+        md.push_str("(Not measured in this run: `--quick`, or strace/valgrind missing.)\n");
+        return;
+    }
+    md.push_str(
+        "| model | instructions, depth 1 | depth 16 | system calls, depth 1 | depth 16 | depth 1 by name |\n\
+         |---|---:|---:|---:|---:|---|\n",
+    );
+    for (m, r) in all {
+        let get = |d: u32| r.counts.iter().find(|c| c.depth == d);
+        let instr = |d: u32| {
+            get(d)
+                .and_then(|c| c.instructions)
+                .map_or("?".into(), |i| format!("{i:.0}"))
+        };
+        let sys = |d: u32| {
+            get(d)
+                .and_then(|c| c.syscalls.as_ref())
+                .map_or("?".into(), |(t, _)| format!("{t:.2}"))
+        };
+        let names = get(1)
+            .and_then(|c| c.syscalls.as_ref())
+            .map(|(_, names)| {
+                names
+                    .iter()
+                    .map(|(n, c)| format!("{n} {c:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {names} |",
+            m.name,
+            instr(1),
+            instr(16),
+            sys(1),
+            sys(16)
+        );
+    }
+}
+
+fn memory_table(md: &mut String, all: &All) {
+    md.push_str(
+        "\n## Memory per idle connection\n\n\
+         Server RSS before and after opening idle connections (1000 in a full run),\n\
+         divided by their number.\n\n| model | KiB per idle connection |\n|---|---:|\n",
+    );
+    for (m, r) in all {
+        let _ = writeln!(md, "| {} | {:.1} |", m.name, r.rss_per_conn_kib);
+    }
+    md.push_str("\n![RSS per idle connection](bench/rss-per-connection.svg)\n");
+}
+
+fn cross_check(md: &mut String, env: &Env, all: &All) {
+    md.push_str("\n## Cross-check with a tool nobody here wrote\n\n");
+    if env.quick {
+        md.push_str("(Not run with `--quick`.)\n");
+        return;
+    }
+    md.push_str(
+        "wrk (`wrk -t1 -c100 --latency`) against the HTTP server, beside loadgen at 100\n\
+         connections, depth 1, in the same run:\n\n\
+         | model | loadgen requests/s | wrk requests/s | loadgen p99 | wrk p99 |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (m, r) in all {
+        let (Some((w_rps, w_p99)), Some((_, p))) = (r.wrk, busy_point(r)) else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} ({:+.0}%) | {:.2} ms | {:.2} ms |",
+            m.name,
+            p.rps,
+            w_rps,
+            (w_rps / p.rps - 1.0) * 100.0,
+            p.p99_us / 1000.0,
+            w_p99
+        );
+    }
+    md.push_str(
+        "\nNo third-party echo load tool could be had on this machine: tcpkali is not in\n\
+         its Debian's package lists and rust_echo_bench is not on crates.io, the only\n\
+         registries it reaches. The echo servers' figures rest on loadgen alone.\n",
+    );
+}
+
+fn find<'a>(all: &'a All, bin: &str, args: &[&str]) -> Option<&'a Results> {
+    all.iter()
+        .find(|(m, _)| m.bin == bin && m.args == args)
+        .map(|(_, r)| r)
+}
+
+fn at(r: &Results, conns: usize, depth: u32) -> Option<Point> {
+    r.grid
+        .iter()
+        .find(|((c, d), _)| *c == conns && *d == depth)
+        .and_then(|(_, p)| *p)
+}
+
+fn idle_growth(r: &Results) -> Option<(usize, f64, f64)> {
+    let first = r.idle.first()?.1?;
+    let (n, last) = r.idle.iter().rev().find_map(|(n, p)| p.map(|p| (*n, p)))?;
+    Some((n, first.p50_us, last.p50_us))
+}
+
+fn claims(md: &mut String, env: &Env, all: &All) {
+    md.push_str("\n## The articles' claims, against these numbers\n");
+    let thread = find(all, "blocking-echo", &["--mode", "thread"]);
+    let reactors: Vec<(&str, &Results)> = all
+        .iter()
+        .filter(|(m, _)| m.proto == "line" && m.bin != "blocking-echo")
+        .map(|(m, r)| (m.name, r))
+        .collect();
+
+    // 1. Blocking is best for a single connection (001 §4, 000).
+    if let Some(t) = thread.and_then(|t| at(t, 1, 1)) {
+        let best = reactors
+            .iter()
+            .filter_map(|(n, r)| at(r, 1, 1).map(|p| (*n, p)))
+            .max_by(|a, b| a.1.rps.total_cmp(&b.1.rps));
+        if let Some((name, b)) = best {
+            let verdict = if t.rps >= b.rps * 0.95 {
+                "Borne out"
+            } else {
+                "Not borne out here"
+            };
+            let _ = writeln!(
+                md,
+                "\n**\"With one connection, blocking I/O is the most efficient; multiplexing only\n\
+                 pays with many\"** (articles 000 and 001 §4). {verdict}: with one connection,\n\
+                 a thread blocking in `read` served {:.0} requests/s (p50 {:.0} µs); the best\n\
+                 event loop, {name}, {:.0} (p50 {:.0} µs), {:.2}× the thread. A multiplexed\n\
+                 server makes two system calls where the blocking one makes one, and on\n\
+                 loopback that cost is small beside the TCP work both pay.",
+                t.rps,
+                t.p50_us,
+                b.rps,
+                b.p50_us,
+                b.rps / t.rps
+            );
+        }
+    }
+
+    // 2. Non-blocking polling burns a core (001 §3).
+    if let Some(nb) = find(all, "nonblocking-echo", &[]) {
+        let others = all
+            .iter()
+            .filter(|(m, _)| m.bin != "nonblocking-echo")
+            .map(|(_, r)| r.idle_cpu / r.idle_window)
+            .fold(0.0, f64::max);
+        let share = nb.idle_cpu / nb.idle_window;
+        let verdict = if share > 0.5 && others < 0.05 {
+            "Borne out"
+        } else {
+            "Not clearly borne out"
+        };
+        let _ = writeln!(
+            md,
+            "\n**\"Calling recv() in a loop drives the CPU up\"** (001 §3). {verdict}: with\n\
+             10 idle clients the busy loop used {:.0}% of a core; every other model at\n\
+             most {:.1}%.",
+            share * 100.0,
+            others * 100.0
+        );
+    }
+
+    // 3. select slows as its sets grow and stops at FD_SETSIZE; epoll does not.
+    if let Some(sel) = find(all, "select-echo", &["--max-conns", "1010"]) {
+        let epoll = find(all, "selectors-echo", &[]);
+        if let (Some((n, s0, s1)), Some((m2, e0, e1))) =
+            (idle_growth(sel), epoll.and_then(idle_growth))
+        {
+            let (sr, er) = (s1 / s0, e1 / e0);
+            let verdict = if sr > er * 1.2 {
+                "Borne out"
+            } else {
+                "Not borne out at this scale"
+            };
+            let _ = writeln!(
+                md,
+                "\n**\"select gets slower as it watches more sockets; epoll does not\"** (001 §7,\n\
+                 000). {verdict}: with {n} idle connections beside 10 active ones, select's\n\
+                 median latency went from {s0:.0} to {s1:.0} µs ({sr:.2}×); epoll's (through\n\
+                 selectors) with {m2} idle went from {e0:.0} to {e1:.0} µs ({er:.2}×). select's\n\
+                 other limit is a wall, not a slope: it cannot watch descriptor 1024 or above\n\
+                 (FD_SETSIZE), and select-echo refuses clients past it (its tests: 1100 clients,\n\
+                 1018 served and the rest told `ERR server full`, with 6 descriptors held before).",
+            );
+        }
+    }
+
+    // 4. Threads cost memory (001 §2).
+    if let (Some(t), Some(s)) = (thread, find(all, "selectors-echo", &[])) {
+        let ratio = t.rss_per_conn_kib / s.rss_per_conn_kib.max(0.1);
+        let verdict = if ratio > 2.0 {
+            "Borne out"
+        } else {
+            "Not clearly borne out"
+        };
+        let _ = writeln!(
+            md,
+            "\n**\"A thread per connection takes a lot of the system's resources with\n\
+             hundreds or thousands of clients\"** (001 §2). {verdict}: each idle connection\n\
+             cost the thread-per-connection server {:.1} KiB of resident memory (a stack and\n\
+             the thread's bookkeeping) against {:.1} KiB for the event loop, {ratio:.1}×.\n\
+             Virtual memory is larger still: each thread reserves its full stack.",
+            t.rss_per_conn_kib, s.rss_per_conn_kib
+        );
+    }
+
+    // 5. Completion-based I/O needs fewer calls (001 §5, 004).
+    if !env.quick {
+        let calls = |bin: &str, args: &[&str]| {
+            find(all, bin, args)?
+                .counts
+                .iter()
+                .find(|c| c.depth == 1)?
+                .syscalls
+                .as_ref()
+                .map(|(t, _)| *t)
+        };
+        if let (Some(u), Some(s)) = (
+            calls("iocp-accept", &[]),
+            calls("select-echo", &["--max-conns", "1010"]),
+        ) {
+            let _ = writeln!(
+                md,
+                "\n**\"In the asynchronous model the process hands over the whole operation and\n\
+                 is told when it is done\"** (001 §5, 004). What that saves shows in the\n\
+                 counts: io_uring made {u:.2} system calls per request at depth 1, select\n\
+                 {s:.2}. One `io_uring_enter` submits every new operation and reaps every\n\
+                 completion, where a readiness server pays a `read` and a `write` per\n\
+                 connection and batch on top of its wait."
+            );
+        }
+    }
+}
+
+fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
+    let dir = out.join("bench");
+    // Throughput against connections, depth 1.
+    {
+        let path = dir.join("throughput.svg");
+        let root = SVGBackend::new(&path, (900, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = all
+            .iter()
+            .flat_map(|(_, r)| r.grid.iter().filter_map(|(_, p)| p.map(|p| p.rps)))
+            .fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Requests/s against connections (depth 1)",
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d((1u32..1000u32).log_scale(), 0f64..max * 1.1)?;
+        chart
+            .configure_mesh()
+            .x_desc("active connections")
+            .y_desc("requests/s")
+            .draw()?;
+        for (i, (m, r)) in all.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let points: Vec<(u32, f64)> = r
+                .grid
+                .iter()
+                .filter(|((_, d), _)| *d == 1)
+                .filter_map(|((c, _), p)| p.map(|p| (*c as u32, p.rps)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(m.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    // p99 against idle connections.
+    {
+        let path = dir.join("p99-idle.svg");
+        let root = SVGBackend::new(&path, (900, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max_idle = all
+            .iter()
+            .flat_map(|(_, r)| r.idle.iter().map(|(n, _)| *n))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let max = all
+            .iter()
+            .flat_map(|(_, r)| r.idle.iter().filter_map(|(_, p)| p.map(|p| p.p99_us)))
+            .fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "p99 latency against idle connections (10 active)",
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0usize..max_idle, 0f64..max * 1.1)?;
+        chart
+            .configure_mesh()
+            .x_desc("idle connections")
+            .y_desc("p99 latency (µs)")
+            .draw()?;
+        for (i, (m, r)) in all.iter().enumerate() {
+            let points: Vec<(usize, f64)> = r
+                .idle
+                .iter()
+                .filter_map(|(n, p)| p.map(|p| (*n, p.p99_us)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(m.name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    // RSS per idle connection, one bar per model.
+    {
+        let path = dir.join("rss-per-connection.svg");
+        let root = SVGBackend::new(&path, (900, 60 + 44 * all.len() as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = all
+            .iter()
+            .map(|(_, r)| r.rss_per_conn_kib)
+            .fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Resident memory per idle connection (KiB)",
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0f64..max * 1.6, 0f64..all.len() as f64)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_desc("KiB")
+            .draw()?;
+        for (i, (m, r)) in all.iter().enumerate() {
+            let y = (all.len() - 1 - i) as f64;
+            let color = Palette99::pick(i).to_rgba();
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(0.0, y + 0.15), (r.rss_per_conn_kib, y + 0.85)],
+                color.filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{} — {:.1}", m.name, r.rss_per_conn_kib),
+                (r.rss_per_conn_kib + max * 0.02, y + 0.65),
+                ("sans-serif", 15),
+            )))?;
+        }
+        root.present()?;
+    }
+    Ok(())
+}
