@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use shared::testing::TestServer;
 
-use crate::measure::{Env, Model};
+use crate::measure::{Env, Model, output_within};
 
 /// Counts per request at one depth.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,9 @@ pub struct Counts {
     pub syscalls: Option<(f64, Vec<(String, f64)>)>,
     pub instructions: Option<f64>,
 }
+
+/// Connections the counts are taken with.
+const CONNS: usize = 10;
 
 /// Requests in the shorter of the two runs at `depth`; the longer has twice.
 fn base_requests(depth: u32) -> u64 {
@@ -141,16 +144,18 @@ fn run_fixed(
     requests: u64,
 ) -> anyhow::Result<()> {
     let mut server = TestServer::start_command(command);
-    let out = Command::new(env.bin_dir.join("loadgen"))
-        .args(["--addr", &server.addr().to_string(), "--proto", m.proto])
-        .args(["--conns", "10", "--depth", &depth.to_string()])
+    // 10 connections, or as many as the model serves at once (a pool).
+    let conns = CONNS.min(m.max_active);
+    let mut load = Command::new(env.bin_dir.join("loadgen"));
+    load.args(["--addr", &server.addr().to_string(), "--proto", m.proto])
+        .args(["--conns", &conns.to_string(), "--depth", &depth.to_string()])
         .args(["--requests", &requests.to_string(), "--json"])
         .args(if m.suffix.is_empty() {
             vec![]
         } else {
             vec!["--suffix", m.suffix]
-        })
-        .output()?;
+        });
+    let out = output_within(load, Duration::from_secs(300))?;
     if !out.status.success() {
         bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -324,24 +324,23 @@ fn loadgen(
     idle: usize,
 ) -> anyhow::Result<Point> {
     let (user0, sys0) = proc::cpu_time(server.pid());
-    let out = Command::new(env.bin_dir.join("loadgen"))
-        .args([
-            "--addr",
-            &server.addr().to_string(),
-            "--proto",
-            m.proto,
-            "--json",
-        ])
-        .args(["--conns", &conns.to_string(), "--depth", &depth.to_string()])
-        .args(["--idle", &idle.to_string(), "--secs", &env.secs.to_string()])
-        .args(["--warmup-secs", if env.quick { "0.1" } else { "0.5" }])
-        .args(if m.suffix.is_empty() {
-            vec![]
-        } else {
-            vec!["--suffix", m.suffix]
-        })
-        .output()
-        .context("running loadgen")?;
+    let mut load = Command::new(env.bin_dir.join("loadgen"));
+    load.args([
+        "--addr",
+        &server.addr().to_string(),
+        "--proto",
+        m.proto,
+        "--json",
+    ])
+    .args(["--conns", &conns.to_string(), "--depth", &depth.to_string()])
+    .args(["--idle", &idle.to_string(), "--secs", &env.secs.to_string()])
+    .args(["--warmup-secs", if env.quick { "0.1" } else { "0.5" }])
+    .args(if m.suffix.is_empty() {
+        vec![]
+    } else {
+        vec!["--suffix", m.suffix]
+    });
+    let out = output_within(load, Duration::from_secs_f64(env.secs + 30.0))?;
     let (user1, sys1) = proc::cpu_time(server.pid());
     let json = String::from_utf8_lossy(&out.stdout);
     if json.trim().is_empty() {
@@ -363,6 +362,30 @@ fn loadgen(
         cpu_user: per_100k(user1.saturating_sub(user0)),
         cpu_sys: per_100k(sys1.saturating_sub(sys0)),
     })
+}
+
+/// Runs `command` to completion, or kills it after `limit`: a server that
+/// stops answering must fail the benchmark, not hang it.
+pub fn output_within(
+    mut command: Command,
+    limit: Duration,
+) -> anyhow::Result<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{command:?} did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child.wait_with_output()?)
 }
 
 /// The number after `"key":` in a flat JSON object.
