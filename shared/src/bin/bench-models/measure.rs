@@ -147,8 +147,9 @@ pub struct Results {
     pub rss_conns: usize,
     /// Per-request counts at depth 1 and 16, when measured.
     pub counts: Vec<counts::Counts>,
-    /// wrk's requests/s and p99 (ms) beside loadgen's, for HTTP models.
-    pub wrk: Option<(f64, f64)>,
+    /// wrk's requests/s and p99 (ms), and loadgen's point, measured
+    /// alternately against one server (HTTP models).
+    pub wrk: Option<(f64, f64, Point)>,
 }
 
 pub struct Env {
@@ -183,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     raise_nofile_limit(65_536);
     let env = Env {
         bin_dir,
-        secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 3.0 }),
+        secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 2.0 }),
         quick: args.quick,
     };
     let mut all = Vec::new();
@@ -314,8 +315,34 @@ pub fn start(env: &Env, m: &Model, extra: &[&str]) -> TestServer {
     TestServer::start_command(command)
 }
 
-/// One loadgen run against `server`, with the server's CPU over the run.
+/// Runs per point: a point is their median, which a noisy 2-core machine
+/// needs more than longer runs.
+const ROUNDS: usize = 3;
+
+/// The median of [`ROUNDS`] loadgen runs (one with `--quick`), by
+/// requests per second.
 fn loadgen(
+    env: &Env,
+    m: &Model,
+    server: &TestServer,
+    conns: usize,
+    depth: u32,
+    idle: usize,
+) -> anyhow::Result<Point> {
+    let rounds = if env.quick { 1 } else { ROUNDS };
+    let mut points = (0..rounds)
+        .map(|_| loadgen_once(env, m, server, conns, depth, idle))
+        .collect::<anyhow::Result<Vec<Point>>>()?;
+    points.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let errors = points.iter().map(|p| p.errors).sum();
+    Ok(Point {
+        errors,
+        ..points[points.len() / 2]
+    })
+}
+
+/// One loadgen run against `server`, with the server's CPU over the run.
+fn loadgen_once(
     env: &Env,
     m: &Model,
     server: &TestServer,
@@ -397,36 +424,62 @@ pub fn json_number(json: &str, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// wrk against an HTTP model: requests/s and p99 in ms, if wrk is installed.
-fn wrk(env: &Env, m: &Model) -> anyhow::Result<Option<(f64, f64)>> {
+/// wrk beside loadgen against one HTTP server, alternating, [`ROUNDS`] of
+/// each: the medians of requests/s and p99 in ms, wrk's and loadgen's.
+fn wrk(env: &Env, m: &Model) -> anyhow::Result<Option<(f64, f64, Point)>> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Ok(None);
     }
     let server = start(env, m, &[]);
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            "-c100",
-            &format!("-d{}s", env.secs.ceil()),
-            "--latency",
-        ])
-        .arg(format!("http://{}/", server.addr()))
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok());
-    let p99 = text.lines().find_map(|l| {
-        let v = l.trim().strip_prefix("99%")?.trim();
-        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
-        let num: f64 = num.parse().ok()?;
-        Some(match unit {
-            "us" => num / 1000.0,
-            "ms" => num,
-            "s" => num * 1000.0,
-            _ => return None,
-        })
-    });
-    Ok(rps.zip(p99))
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..ROUNDS {
+        ours.push(loadgen_once(env, m, &server, 100, 1, 0)?);
+        let mut command = Command::new("wrk");
+        command
+            .args([
+                "-t1",
+                "-c100",
+                &format!("-d{}s", env.secs.ceil()),
+                "--latency",
+            ])
+            .arg(format!("http://{}/", server.addr()));
+        let out = output_within(command, Duration::from_secs_f64(env.secs + 30.0))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps: Option<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok());
+        let p99 = text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("99%")?.trim();
+            let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+            let num: f64 = num.parse().ok()?;
+            Some(match unit {
+                "us" => num / 1000.0,
+                "ms" => num,
+                "s" => num * 1000.0,
+                _ => return None,
+            })
+        });
+        if let (Some(r), Some(p)) = (rps, p99) {
+            theirs.push((r, p));
+        }
+    }
+    if theirs.is_empty() {
+        return Ok(None);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    ours.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let ours_median = ours[ours.len() / 2];
+    Ok(Some((
+        median(theirs.iter().map(|t| t.0).collect()),
+        median(theirs.iter().map(|t| t.1).collect()),
+        Point {
+            p99_us: median(ours.iter().map(|p| p.p99_us).collect()),
+            ..ours_median
+        },
+    )))
 }
