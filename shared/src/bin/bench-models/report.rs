@@ -463,7 +463,12 @@ fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
         root.fill(&WHITE)?;
         let max = all
             .iter()
-            .flat_map(|(_, r)| r.grid.iter().filter_map(|(_, p)| p.map(|p| p.rps)))
+            .flat_map(|(_, r)| {
+                r.grid
+                    .iter()
+                    .filter(|((_, d), _)| *d == 1)
+                    .filter_map(|(_, p)| p.map(|p| p.rps))
+            })
             .fold(1.0, f64::max);
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -478,6 +483,7 @@ fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
             .configure_mesh()
             .x_desc("active connections")
             .y_desc("requests/s")
+            .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
             .draw()?;
         for (i, (m, r)) in all.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
@@ -501,7 +507,7 @@ fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;
