@@ -187,13 +187,69 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 2.0 }),
         quick: args.quick,
     };
-    let mut all = Vec::new();
-    for model in MODELS {
+    // Throughput and latency, interleaved: for each point and round, every
+    // model in turn, each on a fresh server, so that the machine's slow
+    // drifts fall on all models alike, and no server (the busy loop least of
+    // all) runs under another's measurement. A point is the median of its
+    // rounds.
+    let mut all: Vec<(Model, Results)> = MODELS.iter().map(|m| (*m, Results::default())).collect();
+    let conns: &[usize] = if env.quick {
+        &[1, 100]
+    } else {
+        &[1, 10, 100, 1000]
+    };
+    let idles: &[usize] = if env.quick {
+        &[0, 100]
+    } else {
+        &[0, 100, 500, 1000]
+    };
+    let rounds = if env.quick { 1 } else { ROUNDS };
+    // (connections, depth, idle connections, part of the idle sweep)
+    let mut points = Vec::new();
+    for depth in [1u32, 16] {
+        for &c in conns {
+            points.push((c, depth, 0usize, false));
+        }
+    }
+    for &idle in idles {
+        points.push((10, 1, idle, true));
+    }
+    for &(c, depth, idle, sweep) in &points {
+        let mut samples: Vec<Vec<Point>> = vec![Vec::new(); MODELS.len()];
+        for _ in 0..rounds {
+            for (i, m) in MODELS.iter().enumerate() {
+                let fits = if sweep {
+                    idle <= m.max_idle
+                } else {
+                    c <= m.max_active
+                };
+                if fits {
+                    let server = start(&env, m, &[]);
+                    samples[i].push(loadgen_once(&env, m, &server, c, depth, idle)?);
+                }
+            }
+        }
+        eprintln!("== {c} connections, depth {depth}, {idle} idle");
+        for ((m, r), mut s) in all.iter_mut().zip(samples) {
+            let point = (!s.is_empty()).then(|| {
+                s.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                let errors = s.iter().map(|p| p.errors).sum();
+                Point {
+                    errors,
+                    ..s[s.len() / 2]
+                }
+            });
+            eprintln!("   {:<34} {}", m.name, show(point));
+            if sweep {
+                r.idle.push((idle, point));
+            } else {
+                r.grid.push(((c, depth), point));
+            }
+        }
+    }
+    for (model, results) in &mut all {
         eprintln!("== {}", model.name);
-        let started = std::time::Instant::now();
-        let results = measure(&env, model)?;
-        eprintln!("   ({:.1} s)", started.elapsed().as_secs_f64());
-        all.push((*model, results));
+        measure(&env, model, results)?;
     }
     let errors: f64 = all
         .iter()
@@ -221,44 +277,9 @@ fn workspace_root(bin_dir: &Path) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn measure(env: &Env, m: &Model) -> anyhow::Result<Results> {
-    let mut r = Results::default();
-    let conns: &[usize] = if env.quick {
-        &[1, 100]
-    } else {
-        &[1, 10, 100, 1000]
-    };
-    let idles: &[usize] = if env.quick {
-        &[0, 100]
-    } else {
-        &[0, 100, 500, 1000]
-    };
-
-    // Throughput and latency against connections, one server for the grid.
-    let server = start(env, m, &[]);
-    for &depth in &[1u32, 16] {
-        for &c in conns {
-            let point = (c <= m.max_active)
-                .then(|| loadgen(env, m, &server, c, depth, 0))
-                .transpose()?;
-            eprintln!("   {c:>4} conns depth {depth:>2}: {}", show(point));
-            r.grid.push(((c, depth), point));
-        }
-    }
-    drop(server);
-
-    // Latency against idle connections held open beside 10 active ones.
-    for &idle in idles {
-        let point = (idle <= m.max_idle)
-            .then(|| {
-                let server = start(env, m, &[]);
-                loadgen(env, m, &server, 10, 1, idle)
-            })
-            .transpose()?;
-        eprintln!("   10 active + {idle:>4} idle: {}", show(point));
-        r.idle.push((idle, point));
-    }
-
+/// The measures taken one model at a time: CPU while idle, memory per idle
+/// connection, the per-request counts, and the wrk cross-check.
+fn measure(env: &Env, m: &Model, r: &mut Results) -> anyhow::Result<()> {
     // CPU while idle, then memory per idle connection.
     let server = start(env, m, &[]);
     let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
@@ -295,7 +316,7 @@ fn measure(env: &Env, m: &Model) -> anyhow::Result<Results> {
             r.wrk = wrk(env, m)?;
         }
     }
-    Ok(r)
+    Ok(())
 }
 
 fn show(p: Option<Point>) -> String {
@@ -318,28 +339,6 @@ pub fn start(env: &Env, m: &Model, extra: &[&str]) -> TestServer {
 /// Runs per point: a point is their median, which a noisy 2-core machine
 /// needs more than longer runs.
 const ROUNDS: usize = 3;
-
-/// The median of [`ROUNDS`] loadgen runs (one with `--quick`), by
-/// requests per second.
-fn loadgen(
-    env: &Env,
-    m: &Model,
-    server: &TestServer,
-    conns: usize,
-    depth: u32,
-    idle: usize,
-) -> anyhow::Result<Point> {
-    let rounds = if env.quick { 1 } else { ROUNDS };
-    let mut points = (0..rounds)
-        .map(|_| loadgen_once(env, m, server, conns, depth, idle))
-        .collect::<anyhow::Result<Vec<Point>>>()?;
-    points.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    let errors = points.iter().map(|p| p.errors).sum();
-    Ok(Point {
-        errors,
-        ..points[points.len() / 2]
-    })
-}
 
 /// One loadgen run against `server`, with the server's CPU over the run.
 fn loadgen_once(

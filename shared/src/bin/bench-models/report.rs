@@ -210,7 +210,7 @@ fn counts_tables(md: &mut String, env: &Env, all: &All) {
         let sys = |d: u32| {
             get(d)
                 .and_then(|c| c.syscalls.as_ref())
-                .map_or("?".into(), |(t, _)| format!("{t:.2}"))
+                .map_or("?".into(), |(t, _)| format!("{:.2}", t.max(0.0)))
         };
         let names = get(1)
             .and_then(|c| c.syscalls.as_ref())
