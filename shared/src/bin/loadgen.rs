@@ -82,6 +82,19 @@ struct Tally {
     measured: Duration,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            requests: 0,
+            all: 0,
+            errors: 0,
+            // 1 µs to 60 s, 3 significant digits.
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+            measured: Duration::ZERO,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     shared::cli::exit_with(run(Args::parse()))
 }
@@ -107,13 +120,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             thread::spawn(move || drive(&args, conns, requests, t))
         })
         .collect();
-    let mut total = Tally {
-        requests: 0,
-        all: 0,
-        errors: 0,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-        measured: Duration::ZERO,
-    };
+    let mut total = Tally::new();
     for h in handles {
         let t = h.join().expect("load thread panicked")?;
         total.requests += t.requests;
@@ -174,13 +181,7 @@ fn drive(args: &Args, conns: usize, requests: Option<u64>, thread: usize) -> any
     };
     let measure_from = start + warmup;
     let stop_at = measure_from + Duration::from_secs_f64(args.secs);
-    let mut tally = Tally {
-        requests: 0,
-        all: 0,
-        errors: 0,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
-        measured: Duration::ZERO,
-    };
+    let mut tally = Tally::new();
     // Requests still to be sent, when the run is counted rather than timed.
     let mut to_send = requests.unwrap_or(u64::MAX);
     let mut answered = 0u64;
