@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use shared::testing::suite::EchoSpec;
-use shared::testing::{TestServer, eventually};
+use testkit::suite::EchoSpec;
+use testkit::{TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blocking-echo");
 
 mod serial {
-    shared::echo_suite!(shared::testing::suite::EchoSpec {
+    testkit::echo_suite!(testkit::suite::EchoSpec {
         bin: super::BIN,
         args: &["--mode", "serial"],
         suffix: "",
@@ -18,7 +18,7 @@ mod serial {
 }
 
 mod thread {
-    shared::echo_suite!(shared::testing::suite::EchoSpec {
+    testkit::echo_suite!(testkit::suite::EchoSpec {
         bin: super::BIN,
         args: &["--mode", "thread"],
         suffix: "",
@@ -28,7 +28,7 @@ mod thread {
 }
 
 mod pool {
-    shared::echo_suite!(shared::testing::suite::EchoSpec {
+    testkit::echo_suite!(testkit::suite::EchoSpec {
         bin: super::BIN,
         args: &["--mode", "pool", "--workers", "4"],
         suffix: "",
@@ -87,14 +87,14 @@ fn pool_refuses_when_the_queue_is_full() {
 /// places free when clients leave.
 #[test]
 fn thread_mode_caps_connections() {
-    shared::testing::suite::refuses_past_max_conns(&thread::SPEC);
+    testkit::suite::refuses_past_max_conns(&thread::SPEC);
 }
 
 /// Thread mode's threads end with their connections.
 #[cfg(target_os = "linux")]
 #[test]
 fn thread_mode_threads_end_with_their_clients() {
-    use shared::testing::proc;
+    use testkit::proc;
     let server = TestServer::start(BIN, &["--mode", "thread"]);
     let baseline = proc::thread_count(server.pid());
     let mut clients: Vec<_> = (0..20).map(|_| server.connect()).collect();

@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shared::testing::{TIMEOUT, TestServer};
+use testkit::{TIMEOUT, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_epoll-http");
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
@@ -354,7 +354,7 @@ fn refuses_past_max_conns(mode: &[&str]) {
 
 #[cfg(target_os = "linux")]
 fn idle_connections_cost_no_cpu(mode: &[&str]) {
-    use shared::testing::proc;
+    use testkit::proc;
     let server = start(mode);
     let clients: Vec<Client> = (0..10).map(|_| Client::connect(server.addr())).collect();
     let before = proc::total_cpu(server.pid());
@@ -368,7 +368,7 @@ fn idle_connections_cost_no_cpu(mode: &[&str]) {
 /// accepts fail with EMFILE, the level-triggered listener stays readable, and
 /// the server must neither spin nor die; once clients leave it serves again.
 fn survives_descriptor_exhaustion(mode: &[&str]) {
-    use shared::testing::{eventually, limit_descriptors, proc};
+    use testkit::{eventually, limit_descriptors, proc};
     const LIMIT: u64 = 64;
     let mut command = std::process::Command::new(BIN);
     command.args(mode);
@@ -408,7 +408,7 @@ fn survives_descriptor_exhaustion(mode: &[&str]) {
 /// 10 000 connections ending every way a client can end one leave the
 /// descriptor count at its baseline and memory within a few MiB.
 fn churn_leaves_no_trace(mode: &[&str]) {
-    use shared::testing::{eventually, proc};
+    use testkit::{eventually, proc};
     let server = start(mode);
     let fds = proc::fd_count(server.pid());
     let mut warm = Client::connect(server.addr());
@@ -453,15 +453,15 @@ fn churn_leaves_no_trace(mode: &[&str]) {
 /// server stops reading from it while responses are owed, so its memory
 /// stays bounded, and it still answers others.
 fn a_client_that_never_reads(mode: &[&str]) {
-    use shared::testing::proc;
+    use testkit::proc;
     let server = start(mode);
     let mut other = Client::connect(server.addr());
     other.send(GET);
     assert_eq!(other.response(false).status, 200);
     let rss = proc::rss_kib(server.pid());
 
-    let mut flooder = shared::testing::flooder(server.addr());
-    let written = shared::testing::flood(&mut flooder, &GET.repeat(512), 64 << 20);
+    let mut flooder = testkit::flooder(server.addr());
+    let written = testkit::flood(&mut flooder, &GET.repeat(512), 64 << 20);
     let grown = proc::rss_kib(server.pid()).saturating_sub(rss);
     assert!(
         grown < 8 * 1024,

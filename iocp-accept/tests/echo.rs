@@ -5,8 +5,8 @@
 //! (set by .ci/run) makes that a failure.
 #![cfg(target_os = "linux")]
 
-use shared::testing::raise_nofile_limit;
-use shared::testing::suite::{EchoSpec, crowd};
+use testkit::raise_nofile_limit;
+use testkit::suite::{EchoSpec, crowd};
 
 const SPEC: EchoSpec = EchoSpec {
     bin: env!("CARGO_BIN_EXE_iocp-accept"),
@@ -37,7 +37,7 @@ macro_rules! uring_suite {
         mod protocol {
             $(#[test] fn $check() {
                 if super::uring_available() {
-                    shared::testing::suite::$check(&super::SPEC);
+                    testkit::suite::$check(&super::SPEC);
                 }
             })*
         }
@@ -61,7 +61,7 @@ uring_suite!(
 #[test]
 fn refuses_past_max_conns() {
     if uring_available() {
-        shared::testing::suite::refuses_past_max_conns(&SPEC);
+        testkit::suite::refuses_past_max_conns(&SPEC);
     }
 }
 

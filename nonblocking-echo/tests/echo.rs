@@ -3,7 +3,7 @@
 const BIN: &str = env!("CARGO_BIN_EXE_nonblocking-echo");
 
 mod spinning {
-    shared::echo_suite!(shared::testing::suite::EchoSpec {
+    testkit::echo_suite!(testkit::suite::EchoSpec {
         bin: super::BIN,
         args: &[],
         suffix: "",
@@ -13,7 +13,7 @@ mod spinning {
 }
 
 mod with_idle_sleep {
-    shared::echo_suite!(shared::testing::suite::EchoSpec {
+    testkit::echo_suite!(testkit::suite::EchoSpec {
         bin: super::BIN,
         args: &["--idle-sleep-ms", "1"],
         suffix: "",
@@ -25,20 +25,20 @@ mod with_idle_sleep {
 /// More than --max-conns clients: the extra ones are told and closed.
 #[test]
 fn refuses_past_max_conns() {
-    shared::testing::suite::refuses_past_max_conns(&with_idle_sleep::SPEC);
+    testkit::suite::refuses_past_max_conns(&with_idle_sleep::SPEC);
 }
 
 #[cfg(target_os = "linux")]
 mod cpu {
     use std::time::Duration;
 
-    use shared::testing::TestServer;
+    use testkit::TestServer;
 
     use super::BIN;
 
     /// CPU the server uses over two seconds with ten silent clients.
     fn idle_cpu(args: &[&str]) -> Duration {
-        shared::testing::suite::idle_cpu(&TestServer::start(BIN, args))
+        testkit::suite::idle_cpu(&TestServer::start(BIN, args))
     }
 
     /// The article's point: with nothing to do, the busy loop still burns

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use shared::testing::suite::{self, EchoSpec, crowd};
-use shared::testing::{eventually, raise_nofile_limit};
+use testkit::suite::{self, EchoSpec, crowd};
+use testkit::{eventually, raise_nofile_limit};
 
 const SPEC: EchoSpec = EchoSpec {
     bin: env!("CARGO_BIN_EXE_select-echo"),
@@ -15,7 +15,7 @@ const SPEC: EchoSpec = EchoSpec {
 };
 
 mod protocol {
-    shared::echo_suite!(super::SPEC);
+    testkit::echo_suite!(super::SPEC);
 }
 
 /// Enough descriptors for 1100 clients here and 1100 sockets in the server.
@@ -25,7 +25,7 @@ fn room_for_crowds() {
 }
 
 /// After some of the crowd leaves, a newcomer is served again.
-fn newcomer_served_after_some_leave(server: &shared::testing::TestServer, mut c: suite::Crowd) {
+fn newcomer_served_after_some_leave(server: &testkit::TestServer, mut c: suite::Crowd) {
     c.served.truncate(c.served.len() - 100);
     assert!(eventually(|| {
         let mut newcomer = server.connect();
@@ -65,7 +65,7 @@ fn crowd_at_the_fd_setsize_wall() {
     // Stdio, the listener, and whatever the test runner let it inherit: the
     // kernel hands out the lowest free numbers, so the rest of 0..1024 is
     // what clients can have.
-    let held_at_start = shared::testing::proc::fds_below(server.pid(), 1024);
+    let held_at_start = testkit::proc::fds_below(server.pid(), 1024);
     let c = crowd(&server, &SPEC, 1100);
     eprintln!(
         "FD_SETSIZE wall: {} served, {} refused, {held_at_start} descriptors held before",

@@ -1,6 +1,6 @@
 //! Black-box tests of selectors-echo.
 
-use shared::testing::suite::{EchoSpec, crowd};
+use testkit::suite::{EchoSpec, crowd};
 
 const SPEC: EchoSpec = EchoSpec {
     bin: env!("CARGO_BIN_EXE_selectors-echo"),
@@ -11,14 +11,14 @@ const SPEC: EchoSpec = EchoSpec {
 };
 
 mod protocol {
-    shared::echo_suite!(super::SPEC);
+    testkit::echo_suite!(super::SPEC);
 }
 
 /// No FD_SETSIZE here: 5000 clients at once are all served, then a newcomer.
 #[cfg(unix)]
 #[test]
 fn five_thousand_clients_at_once() {
-    let limit = shared::testing::raise_nofile_limit(12_000);
+    let limit = testkit::raise_nofile_limit(12_000);
     assert!(limit >= 10_100, "RLIMIT_NOFILE is only {limit}");
     let server = SPEC.start(&[]);
     let mut c = crowd(&server, &SPEC, 5000);
@@ -40,7 +40,7 @@ fn five_thousand_clients_at_once() {
 /// Past --max-conns, a client is told and closed; the rest are served.
 #[test]
 fn refuses_past_max_conns() {
-    shared::testing::suite::refuses_past_max_conns(&SPEC);
+    testkit::suite::refuses_past_max_conns(&SPEC);
 }
 
 /// Waiting for readiness costs nothing: ten idle clients, no CPU to speak of.
@@ -48,7 +48,7 @@ fn refuses_past_max_conns() {
 #[test]
 fn idle_connections_cost_no_cpu() {
     let server = SPEC.start(&[]);
-    let used = shared::testing::suite::idle_cpu(&server);
+    let used = testkit::suite::idle_cpu(&server);
     assert!(
         used < std::time::Duration::from_millis(200),
         "{used:?} of CPU in 2 s"

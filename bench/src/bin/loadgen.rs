@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! cargo run --release -p select-echo -- --addr 127.0.0.1:8093     # terminal 1
-//! cargo run --release -p shared --bin loadgen -- --addr 127.0.0.1:8093 --conns 100 --depth 16
+//! cargo run --release -p bench --bin loadgen -- --addr 127.0.0.1:8093 --conns 100 --depth 16
 //! ```
 
 use std::collections::VecDeque;

@@ -1,5 +1,16 @@
-//! Test support: every crate's black-box tests start the real server binary
-//! and talk to it over real sockets with these.
+//! The io-models test harness: every crate's black-box tests start the real
+//! server binary on a free loopback port and talk to it over real sockets
+//! with these.
+//!
+//! - [`TestServer`]: start a binary, wait for its ready line, kill it on drop;
+//! - [`LineClient`]: a blocking line client whose every read is bounded;
+//! - [`flooder`] and [`flood`]: a client that writes and never reads;
+//! - [`proc`]: RSS, CPU, descriptors and threads of a process tree (Linux);
+//! - [`limit_descriptors`], [`raise_nofile_limit`]: descriptor limits;
+//! - [`suite`]: the echo protocol's conformance checks, turned into
+//!   `#[test]` functions by [`echo_suite!`];
+//! - [`thread_echo_server`]: a reference echo server on a thread of the
+//!   test, for testing clients.
 //!
 //! Every wait is bounded: a server that hangs fails the test instead of
 //! hanging CI.
@@ -7,7 +18,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,16 +30,23 @@ pub mod suite;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server binary running on a free loopback port, killed when dropped.
+///
+/// Its stderr (the log) is collected rather than shown: a passing test
+/// prints nothing of it, so the warnings a server is *meant* to log under a
+/// test's abuse (`accept failed: Too many open files`) do not read as
+/// trouble. A failing test shows it: the log is printed when the server is
+/// dropped while the test panics. [`log`](Self::log) reads it meanwhile.
 #[derive(Debug)]
 pub struct TestServer {
     child: Child,
     addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    log_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl TestServer {
     /// Starts `bin` with `args` plus `--addr 127.0.0.1:0` and waits for its
-    /// `listening on` line. Its log goes to the test's stderr at `warn`
-    /// unless `RUST_LOG` is set.
+    /// `listening on` line. It logs at `warn` unless `RUST_LOG` is set.
     pub fn start(bin: &str, args: &[&str]) -> TestServer {
         let mut command = Command::new(bin);
         command.args(args);
@@ -42,7 +60,7 @@ impl TestServer {
             .args(["--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");
         }
@@ -50,6 +68,19 @@ impl TestServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let log_reader = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -59,18 +90,21 @@ impl TestServer {
             // Keep reading so the server never blocks on a full pipe.
             for _ in lines {}
         });
+        let mut server = TestServer {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            log,
+            log_reader: Some(log_reader),
+        };
         let line = match rx.recv_timeout(TIMEOUT) {
             Ok(Ok(line)) => line,
-            other => {
-                let _ = child.kill();
-                panic!("{command:?} printed no ready line: {other:?}");
-            }
+            other => panic!("{command:?} printed no ready line: {other:?}"),
         };
-        let addr = line
+        server.addr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        TestServer { child, addr }
+        server
     }
 
     /// The address the server is listening on.
@@ -92,12 +126,44 @@ impl TestServer {
     pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().expect("try_wait")
     }
+
+    /// Everything the server has written to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the server (SIGKILL) and returns its whole log.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.wait_for_log_end(TIMEOUT);
+        self.log()
+    }
+
+    /// Waits, at most `limit`, until the log pipe closes. It closes when the
+    /// server, and any child it forked that still holds its stderr, is gone.
+    fn wait_for_log_end(&mut self, limit: Duration) {
+        if let Some(reader) = self.log_reader.take() {
+            let deadline = Instant::now() + limit;
+            while !reader.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if thread::panicking() {
+            // A failing test: show the server's log beside the failure.
+            self.wait_for_log_end(Duration::from_secs(1));
+            let log = self.log();
+            if !log.is_empty() {
+                eprintln!("----- server log ({}) -----\n{log}-----", self.addr);
+            }
+        }
     }
 }
 
@@ -388,4 +454,32 @@ pub mod proc {
         };
         max_of("/proc/sys/net/ipv4/tcp_rmem") + max_of("/proc/sys/net/ipv4/tcp_wmem")
     }
+}
+
+/// A thread-per-connection line server on a thread of the test, answering
+/// each line (newline included) with `transform(line)`; for testing clients
+/// and load generators against a server whose behaviour the test chooses.
+/// It runs until the test process ends.
+pub fn thread_echo_server(transform: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    if writer.write_all(&transform(&line)).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
 }

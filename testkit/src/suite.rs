@@ -55,6 +55,9 @@ fn summary(s: &str) -> String {
 /// The exact error line for an over-long line.
 pub const ERR_LINE_TOO_LONG: &str = "ERR line too long\n";
 
+/// The exact refusal for a client past `--max-conns`.
+pub const ERR_SERVER_FULL: &str = "ERR server full\n";
+
 /// One line in, one upper-cased line out; the connection stays open.
 pub fn one_request(spec: &EchoSpec) {
     let server = spec.start(&[]);
@@ -226,7 +229,7 @@ pub fn non_reading_client(spec: &EchoSpec) {
 ///
 /// ```text
 /// mod thread_mode {
-///     shared::echo_suite!(shared::testing::suite::EchoSpec {
+///     testkit::echo_suite!(testkit::suite::EchoSpec {
 ///         bin: env!("CARGO_BIN_EXE_blocking-echo"),
 ///         args: &["--mode", "thread"],
 ///         suffix: "",
@@ -238,49 +241,49 @@ pub fn non_reading_client(spec: &EchoSpec) {
 #[macro_export]
 macro_rules! echo_suite {
     ($spec:expr) => {
-        pub const SPEC: $crate::testing::suite::EchoSpec = $spec;
+        pub const SPEC: $crate::suite::EchoSpec = $spec;
         #[test]
         fn one_request() {
-            $crate::testing::suite::one_request(&SPEC);
+            $crate::suite::one_request(&SPEC);
         }
         #[test]
         fn pipelined_1000() {
-            $crate::testing::suite::pipelined_1000(&SPEC);
+            $crate::suite::pipelined_1000(&SPEC);
         }
         #[test]
         fn byte_by_byte() {
-            $crate::testing::suite::byte_by_byte(&SPEC);
+            $crate::suite::byte_by_byte(&SPEC);
         }
         #[test]
         fn concurrent_50x100() {
-            $crate::testing::suite::concurrent_50x100(&SPEC);
+            $crate::suite::concurrent_50x100(&SPEC);
         }
         #[test]
         fn over_long_line() {
-            $crate::testing::suite::over_long_line(&SPEC);
+            $crate::suite::over_long_line(&SPEC);
         }
         #[test]
         fn half_close() {
-            $crate::testing::suite::half_close(&SPEC);
+            $crate::suite::half_close(&SPEC);
         }
         #[test]
         fn reset_mid_stream() {
-            $crate::testing::suite::reset_mid_stream(&SPEC);
+            $crate::suite::reset_mid_stream(&SPEC);
         }
         #[cfg(target_os = "linux")]
         #[test]
         fn non_reading_client() {
-            $crate::testing::suite::non_reading_client(&SPEC);
+            $crate::suite::non_reading_client(&SPEC);
         }
         #[cfg(target_os = "linux")]
         #[test]
         fn survives_descriptor_exhaustion() {
-            $crate::testing::suite::survives_descriptor_exhaustion(&SPEC);
+            $crate::suite::survives_descriptor_exhaustion(&SPEC);
         }
         #[cfg(target_os = "linux")]
         #[test]
         fn churn_leaves_no_trace() {
-            $crate::testing::suite::churn_leaves_no_trace(&SPEC);
+            $crate::suite::churn_leaves_no_trace(&SPEC);
         }
     };
 }
@@ -325,7 +328,7 @@ pub fn crowd(server: &TestServer, spec: &EchoSpec, n: usize) -> Crowd {
         let answer = client.read_line().expect("an answer");
         if answer == spec.reply(&line).as_bytes() {
             served.push(client);
-        } else if answer == crate::echo::ERR_SERVER_FULL {
+        } else if answer == ERR_SERVER_FULL.as_bytes() {
             // Then the close: a clean end of stream, or a reset if our
             // request reached a socket the server had already closed.
             match client.read_to_end() {

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::measure::{Env, Model, Point, Results};
+use crate::model::{Env, Model};
+use crate::results::{Point, Results};
 
 type All = [(Model, Results)];
 
 pub fn write(out: &Path, env: &Env, all: &All) -> anyhow::Result<()> {
-    fs::create_dir_all(out.join("bench"))?;
+    fs::create_dir_all(out.join("bench/charts"))?;
     charts(out, all)?;
     let mut md = String::new();
     header(&mut md, env);
@@ -49,7 +50,7 @@ fn header(md: &mut String, env: &Env) {
          `bench-models`. Reproduce with:\n\n\
          ```sh\n\
          cargo build --release --workspace\n\
-         cargo run --release -p shared --bin bench-models{mode}\n\
+         cargo run --release -p bench --bin bench-models{mode}\n\
          ```\n\n\
          Machine: {cpu}, {cores} cores, {:.0} GiB, Linux {}. The load generator\n\
          (`loadgen`, one `mio` event loop, every reply checked byte for byte) and the\n\
@@ -109,7 +110,7 @@ fn grid_tables(md: &mut String, all: &All) {
             md.push('\n');
         }
     }
-    md.push_str("\n![Requests per second against connections](bench/throughput.svg)\n");
+    md.push_str("\n![Requests per second against connections](bench/charts/throughput.svg)\n");
 }
 
 fn idle_table(md: &mut String, all: &All) {
@@ -141,7 +142,7 @@ fn idle_table(md: &mut String, all: &All) {
         }
         md.push('\n');
     }
-    md.push_str("\n![p99 latency against idle connections](bench/p99-idle.svg)\n");
+    md.push_str("\n![p99 latency against idle connections](bench/charts/p99-idle.svg)\n");
 }
 
 /// The grid point at 100 connections (or the most the model serves), depth 1.
@@ -248,7 +249,7 @@ fn memory_table(md: &mut String, all: &All) {
     for (m, r) in all {
         let _ = writeln!(md, "| {} | {:.1} |", m.name, r.rss_per_conn_kib);
     }
-    md.push_str("\n![RSS per idle connection](bench/rss-per-connection.svg)\n");
+    md.push_str("\n![RSS per idle connection](bench/charts/rss-per-connection.svg)\n");
 }
 
 fn cross_check(md: &mut String, env: &Env, all: &All) {
@@ -474,7 +475,7 @@ fn claims(md: &mut String, env: &Env, all: &All) {
 }
 
 fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
-    let dir = out.join("bench");
+    let dir = out.join("bench/charts");
     // Throughput against connections, depth 1.
     {
         let path = dir.join("throughput.svg");

@@ -9,18 +9,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shared::testing::TestServer;
+use testkit::TestServer;
 
-use crate::measure::{Env, Model, output_within};
-
-/// Counts per request at one depth.
-#[derive(Debug, Clone, Default)]
-pub struct Counts {
-    pub depth: u32,
-    /// Total, and per system call name (only those above 0.01).
-    pub syscalls: Option<(f64, Vec<(String, f64)>)>,
-    pub instructions: Option<f64>,
-}
+use crate::drive::output_within;
+use crate::model::{Env, Model};
+use crate::results::Counts;
 
 /// Connections the counts are taken with.
 const CONNS: usize = 10;

@@ -1,0 +1,149 @@
+//! Measures every I/O model side by side and writes `BENCHMARKS.md` with
+//! charts: the articles' claims as numbers.
+//!
+//! It builds nothing: build first, then run from the workspace root.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p bench --bin bench-models             # full run, minutes
+//! cargo run --release -p bench --bin bench-models -- --quick  # smoke test, under a minute
+//! ```
+//!
+//! Each server is started fresh on a free loopback port and driven by
+//! `loadgen` (which checks every reply); CPU and memory come from `/proc`,
+//! system calls from `strace -f -c`, instructions from
+//! `valgrind --tool=callgrind`, each as two runs of a fixed request count
+//! subtracted so that start-up cancels.
+//!
+//! The files, and the one way data flows between them:
+//!
+//! - `model.rs`: the models and the run's settings (data);
+//! - `results.rs`: what is measured (data);
+//! - `drive.rs`: starting servers and programs, with deadlines;
+//! - `measure.rs`: throughput, latency, CPU and memory, into `Results`;
+//! - `counts.rs`: system calls and instructions per request, into `Results`;
+//! - `report.rs`: `Results` into BENCHMARKS.md and the charts.
+//!
+//! `main` runs the measuring files and hands what they found to the report;
+//! none of them imports another of the three.
+
+use std::process::ExitCode;
+
+#[cfg(target_os = "linux")]
+mod counts;
+#[cfg(target_os = "linux")]
+mod drive;
+#[cfg(target_os = "linux")]
+mod measure;
+#[cfg(target_os = "linux")]
+mod model;
+#[cfg(target_os = "linux")]
+mod report;
+#[cfg(target_os = "linux")]
+mod results;
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    use clap::Parser;
+    shared::cli::exit_with(linux::run(linux::Args::parse()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("error: bench-models reads /proc and runs strace and valgrind: it needs Linux");
+    ExitCode::FAILURE
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{Context, bail};
+    use testkit::raise_nofile_limit;
+
+    use crate::model::{Env, MODELS};
+    use crate::{counts, measure, report};
+
+    #[derive(clap::Parser, Debug, Clone)]
+    #[command(
+        about = "Measure every io-models server side by side; write BENCHMARKS.md and charts"
+    )]
+    pub struct Args {
+        /// Smoke test: fewer, shorter points and no strace/valgrind counts
+        #[arg(long)]
+        pub quick: bool,
+        /// Where BENCHMARKS.md and bench/charts/*.svg go (default: the workspace
+        /// root, or target/bench-quick with --quick)
+        #[arg(long)]
+        pub out: Option<PathBuf>,
+        /// Seconds per throughput point, after a warm-up (default 2, quick 0.3)
+        #[arg(long)]
+        pub secs: Option<f64>,
+    }
+
+    pub fn run(args: Args) -> anyhow::Result<()> {
+        let bin_dir = std::env::current_exe()?
+            .parent()
+            .context("no directory for this program")?
+            .to_path_buf();
+        for m in MODELS {
+            if !bin_dir.join(m.bin).exists() || !bin_dir.join("loadgen").exists() {
+                bail!(
+                    "{} not found beside this program in {}: build first with \
+                     `cargo build --release --workspace`",
+                    m.bin,
+                    bin_dir.display()
+                );
+            }
+        }
+        let root = workspace_root(&bin_dir);
+        let out = args.out.clone().unwrap_or_else(|| {
+            if args.quick {
+                root.join("target/bench-quick")
+            } else {
+                root.clone()
+            }
+        });
+        raise_nofile_limit(65_536);
+        let env = Env {
+            bin_dir,
+            secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 2.0 }),
+            quick: args.quick,
+        };
+        let mut all = measure::grid(&env)?;
+        for (model, results) in &mut all {
+            eprintln!("== {}", model.name);
+            measure::idle_and_memory(&env, model, results);
+            if !env.quick {
+                results.counts = counts::measure(&env, model)?;
+                if model.proto == "http" {
+                    results.wrk = measure::wrk(&env, model)?;
+                }
+            }
+        }
+        let errors: f64 = all
+            .iter()
+            .flat_map(|(_, r)| {
+                r.grid
+                    .iter()
+                    .filter_map(|(_, p)| *p)
+                    .chain(r.idle.iter().filter_map(|(_, p)| *p))
+            })
+            .map(|p| p.errors)
+            .sum();
+        report::write(&out, &env, &all).context("writing the report")?;
+        eprintln!("wrote {}", out.join("BENCHMARKS.md").display());
+        if errors > 0.0 {
+            bail!("{errors} replies did not match");
+        }
+        Ok(())
+    }
+
+    fn workspace_root(bin_dir: &Path) -> PathBuf {
+        // target/release/ -> the workspace root
+        bin_dir
+            .ancestors()
+            .find(|d| d.join("Cargo.toml").exists() && d.join("bench").is_dir())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+}

@@ -1,0 +1,185 @@
+//! Throughput, latency, CPU and memory, read from loadgen and `/proc`.
+
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use testkit::{eventually, proc};
+
+use crate::drive::{loadgen_once, output_within, start};
+use crate::model::{Env, MODELS, Model};
+use crate::results::{Point, Results};
+
+/// Runs per point: a point is their median, which a noisy 2-core machine
+/// needs more than longer runs.
+const ROUNDS: usize = 3;
+
+/// Throughput and latency at every point of the grid (connections × depth)
+/// and of the idle sweep, for every model.
+///
+/// Interleaved: for each point and round, every model in turn, each on a
+/// fresh server, so that the machine's slow drifts fall on all models alike,
+/// and no server (the busy loop least of all) runs under another's
+/// measurement. A point is the median of its rounds.
+pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
+    let mut all: Vec<(Model, Results)> = MODELS.iter().map(|m| (*m, Results::default())).collect();
+    let conns: &[usize] = if env.quick {
+        &[1, 100]
+    } else {
+        &[1, 10, 100, 1000]
+    };
+    let idles: &[usize] = if env.quick {
+        &[0, 100]
+    } else {
+        &[0, 100, 500, 1000]
+    };
+    let rounds = if env.quick { 1 } else { ROUNDS };
+    // (connections, depth, idle connections, part of the idle sweep)
+    let mut points = Vec::new();
+    for depth in [1u32, 16] {
+        for &c in conns {
+            points.push((c, depth, 0usize, false));
+        }
+    }
+    for &idle in idles {
+        points.push((10, 1, idle, true));
+    }
+    for &(c, depth, idle, sweep) in &points {
+        let mut samples: Vec<Vec<Point>> = vec![Vec::new(); MODELS.len()];
+        for _ in 0..rounds {
+            for (i, m) in MODELS.iter().enumerate() {
+                let fits = if sweep {
+                    idle <= m.max_idle
+                } else {
+                    c <= m.max_active
+                };
+                if fits {
+                    let server = start(env, m, &[]);
+                    samples[i].push(loadgen_once(env, m, &server, c, depth, idle)?);
+                }
+            }
+        }
+        eprintln!("== {c} connections, depth {depth}, {idle} idle");
+        for ((m, r), mut s) in all.iter_mut().zip(samples) {
+            let point = (!s.is_empty()).then(|| {
+                s.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                let errors = s.iter().map(|p| p.errors).sum();
+                Point {
+                    errors,
+                    ..s[s.len() / 2]
+                }
+            });
+            eprintln!("   {:<34} {}", m.name, show(point));
+            if sweep {
+                r.idle.push((idle, point));
+            } else {
+                r.grid.push(((c, depth), point));
+            }
+        }
+    }
+    Ok(all)
+}
+/// The measures taken one model at a time: CPU while idle, then memory per
+/// idle connection.
+pub fn idle_and_memory(env: &Env, m: &Model, r: &mut Results) {
+    // CPU while idle, then memory per idle connection.
+    let server = start(env, m, &[]);
+    let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
+    r.idle_window = if env.quick { 0.5 } else { 3.0 };
+    let before = proc::total_cpu(server.pid());
+    thread::sleep(Duration::from_secs_f64(r.idle_window));
+    r.idle_cpu = (proc::total_cpu(server.pid()) - before).as_secs_f64();
+    drop(clients);
+    drop(server);
+
+    // A fresh server, so that no earlier client is still being closed. A
+    // pool holds the connections beyond its workers in its queue: they
+    // cost it a descriptor and a queue slot, not a thread.
+    let server = start(env, m, &[]);
+    r.rss_conns = if env.quick { 100 } else { 1000 };
+    let rss_before = proc::rss_kib(server.pid());
+    let fds_before = proc::fd_count(server.pid());
+    let idle: Vec<_> = (0..r.rss_conns).map(|_| server.connect()).collect();
+    let target = fds_before + r.rss_conns;
+    eventually(|| proc::fd_count(server.pid()) >= target);
+    thread::sleep(Duration::from_millis(200));
+    let grown = proc::rss_kib(server.pid()).saturating_sub(rss_before);
+    r.rss_per_conn_kib = grown as f64 / r.rss_conns as f64;
+    drop(idle);
+    drop(server);
+    eprintln!(
+        "   idle CPU {:.3} s over {:.0} s; RSS {:.1} KiB per idle connection",
+        r.idle_cpu, r.idle_window, r.rss_per_conn_kib
+    );
+}
+
+/// One point as the progress log shows it.
+fn show(p: Option<Point>) -> String {
+    match p {
+        None => "n/a".into(),
+        Some(p) => format!(
+            "{:>9.0} req/s, p50 {:>6.0} us, p99 {:>6.0} us, CPU/100k user {:.2} s sys {:.2} s",
+            p.rps, p.p50_us, p.p99_us, p.cpu_user, p.cpu_sys
+        ),
+    }
+}
+
+/// wrk beside loadgen against one HTTP server, alternating, [`ROUNDS`] of
+/// each: the medians of requests/s and p99 in ms, wrk's and loadgen's.
+pub fn wrk(env: &Env, m: &Model) -> anyhow::Result<Option<(f64, f64, Point)>> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let server = start(env, m, &[]);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..ROUNDS {
+        ours.push(loadgen_once(env, m, &server, 100, 1, 0)?);
+        let mut command = Command::new("wrk");
+        command
+            .args([
+                "-t1",
+                "-c100",
+                &format!("-d{}s", env.secs.ceil()),
+                "--latency",
+            ])
+            .arg(format!("http://{}/", server.addr()));
+        let out = output_within(command, Duration::from_secs_f64(env.secs + 30.0))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rps: Option<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok());
+        let p99 = text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("99%")?.trim();
+            let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+            let num: f64 = num.parse().ok()?;
+            Some(match unit {
+                "us" => num / 1000.0,
+                "ms" => num,
+                "s" => num * 1000.0,
+                _ => return None,
+            })
+        });
+        if let (Some(r), Some(p)) = (rps, p99) {
+            theirs.push((r, p));
+        }
+    }
+    if theirs.is_empty() {
+        return Ok(None);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    ours.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let ours_median = ours[ours.len() / 2];
+    Ok(Some((
+        median(theirs.iter().map(|t| t.0).collect()),
+        median(theirs.iter().map(|t| t.1).collect()),
+        Point {
+            p99_us: median(ours.iter().map(|p| p.p99_us).collect()),
+            ..ours_median
+        },
+    )))
+}

@@ -1,0 +1,57 @@
+//! Black-box tests of shared's binaries, the articles' two clients, against
+//! a small echo server run on a thread of the test.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use testkit::thread_echo_server as echo_server;
+
+fn upper(line: &[u8]) -> Vec<u8> {
+    line.to_ascii_uppercase()
+}
+
+#[test]
+fn client_sends_piped_lines_and_prints_replies() {
+    let addr = echo_server(upper);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--addr", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Blank lines are skipped, surrounding blanks trimmed, as in the article.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n\n  two words  \n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "HELLO\nTWO WORDS\n");
+}
+
+#[test]
+fn hello_client_sends_its_pid_hello() {
+    let addr = echo_server(upper);
+    let out = Command::new(env!("CARGO_BIN_EXE_hello-client"))
+        .args([
+            "--addr",
+            &addr.to_string(),
+            "--count",
+            "3",
+            "--interval-ms",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with(" HELLO") && l.split(' ').next().unwrap().parse::<u32>().is_ok())
+    );
+}
