@@ -54,3 +54,10 @@ fn loadgen_reports_wrong_replies() {
             .contains("100 replies did not match")
     );
 }
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_loadgen"));
+    testkit::check_help(env!("CARGO_BIN_EXE_bench-models"));
+}

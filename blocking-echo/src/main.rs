@@ -87,6 +87,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 /// The article's `loop_forever`: while one client is served, nobody else is.
 fn serial(listener: TcpListener, max_line: usize) -> anyhow::Result<()> {
+    shared::net::announce(&listener)?;
     let mut shortage = ShortageLog::default();
     loop {
         if let Some((stream, peer)) = accept(&listener, &mut shortage)? {
@@ -102,6 +103,7 @@ fn thread_per_connection(
     max_conns: usize,
 ) -> anyhow::Result<()> {
     let live = Arc::new(AtomicUsize::new(0));
+    shared::net::announce(&listener)?;
     let mut shortage = ShortageLog::default();
     loop {
         let Some((stream, peer)) = accept(&listener, &mut shortage)? else {
@@ -169,6 +171,8 @@ fn pool(
                 }
             })?;
     }
+    // Ready once every worker is there to take a connection.
+    shared::net::announce(&listener)?;
     let mut shortage = ShortageLog::default();
     loop {
         let Some(conn) = accept(&listener, &mut shortage)? else {

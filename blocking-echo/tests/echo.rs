@@ -117,3 +117,9 @@ fn suite_spec_reply_matches_protocol() {
     };
     assert_eq!(spec.reply("abc"), "ABC\n");
 }
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_blocking-echo"));
+}

@@ -55,6 +55,11 @@ struct Args {
     /// Seconds a keep-alive connection may sit idle between requests
     #[arg(long, default_value = "60", value_parser = seconds)]
     idle_timeout: Duration,
+
+    // The echo servers' `--max-line`, accepted only to say why it does not
+    // apply here, instead of clap's guess at a similar flag.
+    #[arg(long, hide = true, value_name = "N")]
+    max_line: Option<String>,
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
@@ -71,7 +76,18 @@ fn main() -> ExitCode {
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8080")]);
+    let args: Args = shared::cli::parse_args_with(&[("addr", "127.0.0.1:8080")], |command| {
+        command.mut_arg("max_conns", |arg| {
+            arg.help("Connections served at once; one more is answered `503 Service Unavailable` and closed")
+        })
+    });
+    if args.max_line.is_some() {
+        eprintln!(
+            "error: epoll-http has no --max-line (that is the echo servers' line limit); \
+             an HTTP request head may be 8 KiB and a body 1 MiB"
+        );
+        return ExitCode::from(2);
+    }
     shared::cli::exit_with(server::run(args))
 }
 
@@ -183,6 +199,8 @@ mod server {
             shortage: ShortageLog::default(),
         };
         let mut events = vec![EpollEvent::empty(); 1024];
+        // Ready only now: the epoll instance exists and watches the listener.
+        shared::net::announce(&server.listener)?;
 
         loop {
             // The article's `events = epoll.poll(1)`.

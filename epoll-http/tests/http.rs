@@ -506,3 +506,32 @@ in_both_modes!(
     churn_leaves_no_trace,
     a_client_that_never_reads,
 );
+
+/// `--help` is user documentation, and says what this server does past
+/// `--max-conns`: it answers 503, not the echo servers' `ERR server full`.
+#[test]
+fn help_is_user_documentation() {
+    let help = testkit::check_help(env!("CARGO_BIN_EXE_epoll-http"));
+    assert!(help.contains("503"), "{help}");
+    assert!(!help.contains("ERR server full"), "{help}");
+    assert!(
+        help.starts_with("HTTP \"Hello, world!\" server on epoll"),
+        "{help}"
+    );
+}
+
+/// The echo servers' `--max-line` gets a reason, not clap's guess.
+#[test]
+fn max_line_is_refused_with_a_reason() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_epoll-http"))
+        .args(["--max-line", "100", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "it must not start: {out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("error: epoll-http has no --max-line"),
+        "{err}"
+    );
+}

@@ -137,6 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shortage: ShortageLog::default(),
     };
     server.post_accepts();
+    shared::net::announce(&server.listener)?;
 
     loop {
         // Step 3: wait for a completion.

@@ -104,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         server.post_accept()?;
     }
     let mut completed = Vec::new();
+    shared::net::announce(&server.listener)?;
     loop {
         // Step 3: hand over what was queued, wait for at least one completion.
         match server.ring.submit_and_wait(1) {

@@ -80,3 +80,9 @@ fn a_thousand_clients_at_once() {
         assert_eq!(client.request(&line), SPEC.reply(&line));
     }
 }
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_iocp-accept"));
+}

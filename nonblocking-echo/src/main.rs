@@ -91,6 +91,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut accept_paused_until = Instant::now();
     let mut idle_passes: u64 = 0;
     let mut last_report = Instant::now();
+    shared::net::announce(&listener)?;
 
     loop {
         let mut busy = false;

@@ -131,6 +131,7 @@ mod server {
         server.rlist.insert(listener_fd);
         server.r_count = 1;
         server.conns.resize_with(listener_fd as usize + 1, || None);
+        shared::net::announce(&server.listener)?;
 
         loop {
             // `select` overwrites its arguments with the ready sockets, so

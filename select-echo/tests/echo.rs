@@ -85,3 +85,9 @@ fn idle_connections_cost_no_cpu() {
     let used = suite::idle_cpu(&server);
     assert!(used < Duration::from_millis(200), "{used:?} of CPU in 2 s");
 }
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_select-echo"));
+}

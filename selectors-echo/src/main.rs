@@ -222,6 +222,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         shortage: ShortageLog::default(),
     };
     let mut events = Events::new();
+    // Ready only now that the poller exists and watches the listener.
+    if let FileObj::Listener(listener) = &server.sel.keys[listener_key].fileobj {
+        shared::net::announce(listener)?;
+    }
 
     loop {
         let timeout = server

@@ -54,3 +54,9 @@ fn idle_connections_cost_no_cpu() {
         "{used:?} of CPU in 2 s"
     );
 }
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_selectors-echo"));
+}

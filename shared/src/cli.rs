@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Arguments every server takes. Flatten this into a server's own `Args`.
-///
-/// `--addr` has no default here because each server defaults to the port its
-/// article uses; [`parse_args`] fills it in.
+// Arguments every server takes, flattened into each server's own `Args`.
+// `--addr` has no default here because each server defaults to the port its
+// article uses; `parse_args` fills it in. These are `//` comments, not doc
+// comments: clap turns a flattened struct's doc comment into the `--help`
+// text of whichever binary has none of its own.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free port; use 0.0.0.0 to accept
@@ -25,7 +26,8 @@ pub struct ServerArgs {
     pub backlog: i32,
 }
 
-/// [`ServerArgs`] plus the line limit of the echo protocol.
+// `ServerArgs` plus the line limit of the echo protocol: what every echo
+// server takes. (A `//` comment, for the reason given on `ServerArgs`.)
 #[derive(clap::Args, Debug, Clone)]
 pub struct EchoArgs {
     #[command(flatten)]
@@ -50,7 +52,18 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 ///
 /// The defaults are set on the clap command itself, so `--help` shows them.
 pub fn parse_args<T: Parser>(defaults: &[(&'static str, &'static str)]) -> T {
-    let mut command = T::command();
+    parse_args_with(defaults, |command| command)
+}
+
+/// [`parse_args`], with `edit` applied to the clap command first: for a
+/// server whose common flags behave differently, so that its `--help` says
+/// what that server does (epoll-http refuses with `503`, not `ERR server
+/// full`).
+pub fn parse_args_with<T: Parser>(
+    defaults: &[(&'static str, &'static str)],
+    edit: impl FnOnce(clap::Command) -> clap::Command,
+) -> T {
+    let mut command = edit(T::command());
     for &(id, value) in defaults {
         command = command.mut_arg(id, |arg| arg.default_value(value).required(false));
     }

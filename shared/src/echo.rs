@@ -1,4 +1,4 @@
-//! The echo protocol of CONVENTIONS.md: one reply per line, in order.
+//! The echo protocol (docs/protocol.md): one reply per line, in order.
 //!
 //! [`answer_lines`] turns what a [`LineBuffer`] holds into replies appended to
 //! an output buffer, so a batch of pipelined lines becomes one write.

@@ -25,20 +25,25 @@ pub fn bind(addr: SocketAddr, backlog: i32, nonblocking: bool) -> io::Result<Tcp
 
 /// Prints the one line scripts and tests wait for, `listening on <ip>:<port>`,
 /// with the port the kernel really bound, and flushes it.
-pub fn announce(listener: &TcpListener) -> io::Result<()> {
-    let addr = listener.local_addr()?;
+///
+/// Call it last, once all set-up is done (the poller, ring or completion
+/// port created, the listener registered, threads started): whoever reads
+/// the line may measure the server at once, and a descriptor opened after
+/// the line would look like a leak.
+pub fn announce(listener: &TcpListener) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("local_addr")?;
     let mut out = io::stdout().lock();
-    writeln!(out, "listening on {addr}")?;
-    out.flush()
+    writeln!(out, "listening on {addr}")
+        .and_then(|()| out.flush())
+        .context("cannot write the ready line")
 }
 
-/// [`bind`] from the common arguments, then [`announce`]; a failure reads
-/// `cannot listen on 127.0.0.1:8093: Address already in use`.
+/// [`bind`] from the common arguments; a failure reads
+/// `cannot listen on 127.0.0.1:8093: Address already in use`. The server
+/// [`announce`]s it once the rest of its set-up is done.
 pub fn listen(args: &ServerArgs, nonblocking: bool) -> anyhow::Result<TcpListener> {
-    let listener = bind(args.addr, args.backlog, nonblocking)
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
-    announce(&listener).context("cannot write the ready line")?;
-    Ok(listener)
+    bind(args.addr, args.backlog, nonblocking)
+        .with_context(|| format!("cannot listen on {}", args.addr))
 }
 
 /// What a failed `accept` means for the server.

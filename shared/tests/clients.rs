@@ -55,3 +55,10 @@ fn hello_client_sends_its_pid_hello() {
             .all(|l| l.ends_with(" HELLO") && l.split(' ').next().unwrap().parse::<u32>().is_ok())
     );
 }
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_client"));
+    testkit::check_help(env!("CARGO_BIN_EXE_hello-client"));
+}

@@ -483,3 +483,39 @@ pub fn thread_echo_server(transform: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
     });
     addr
 }
+
+/// Runs `bin --help` and `bin -h` and checks that both read as user
+/// documentation: they succeed, say something, and carry none of the marks
+/// of a developer's doc comment that clap picked up by mistake (intra-doc
+/// links such as ``[`parse_args`]``, `crate::` paths, "Flatten this").
+/// Backticks around a flag or a reply, such as `` `ERR server full` ``, are
+/// fine. Returns the long help, for further checks.
+pub fn check_help(bin: &str) -> String {
+    const INTERNAL: &[&str] = &[
+        "[`", "`]", "crate::", "Self::", "Flatten", "flatten", "TODO",
+    ];
+    let mut long = String::new();
+    for flag in ["--help", "-h"] {
+        let out = Command::new(bin)
+            .arg(flag)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {bin} {flag}: {e}"));
+        assert!(out.status.success(), "{bin} {flag} failed: {out:?}");
+        let text = String::from_utf8(out.stdout).expect("help is UTF-8");
+        assert!(
+            text.lines().count() >= 3 && text.contains("Usage:"),
+            "{bin} {flag} says too little:\n{text}"
+        );
+        for mark in INTERNAL {
+            assert!(
+                !text.contains(mark),
+                "{bin} {flag} shows developer text ({mark:?}):\n{text}"
+            );
+        }
+        if flag == "--help" {
+            long = text;
+        }
+    }
+    long
+}

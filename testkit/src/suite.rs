@@ -1,7 +1,7 @@
 //! The echo protocol's conformance tests, run against every echo server.
 //!
 //! Each function starts the server described by an [`EchoSpec`] and checks
-//! one rule of CONVENTIONS.md on the wire. [`echo_suite!`](crate::echo_suite)
+//! one rule of the echo protocol (docs/protocol.md) on the wire. [`echo_suite!`](crate::echo_suite)
 //! turns the list into `#[test]` functions in the calling crate, so each
 //! server (and each mode of one) runs the same checks.
 

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo run -p select-echo                                   # terminal 1
-//! cargo run -p shared --bin client -- --addr 127.0.0.1:8093  # terminal 2
+//! cargo run -p shared --bin client -- --addr 127.0.0.1:8093  # terminal 2, Ctrl-D quits
 //! ```
 //!
 //! When stdin is not a terminal the prompt is left out and every line is sent
@@ -22,7 +22,15 @@ use anyhow::{Context, bail};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(about = "Send lines to an echo server and print its replies")]
+#[command(
+    about = "Send lines to an echo server and print its replies",
+    long_about = "Send lines to an echo server and print its replies.\n\n\
+        At a terminal: type a line at the `>>: ` prompt and press Enter to send it; \
+        the reply is printed below. Blanks around the text are trimmed, and an \
+        empty line is not sent. Ctrl-D (end of input) quits.\n\n\
+        With piped input there is no prompt: every non-empty line is sent in turn, \
+        each reply printed, until end of input."
+)]
 struct Args {
     /// Server address
     #[arg(long, default_value = "127.0.0.1:8093")]
@@ -43,6 +51,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut input = stdin.lock();
     let mut text = String::new();
     let mut reply = Vec::new();
+    if interactive {
+        // On stderr, so that stdout carries only the prompt and the replies.
+        eprintln!(
+            "connected to {}: type a line and press Enter (an empty line is not sent); Ctrl-D quits",
+            args.addr
+        );
+    }
     loop {
         if interactive {
             print!(">>: ");

@@ -69,7 +69,18 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
                     ..s[s.len() / 2]
                 }
             });
-            eprintln!("   {:<34} {}", m.name, show(point));
+            let why_not = if sweep {
+                format!(
+                    "not run: it cannot hold idle connections beside 10 active ones (at most {})",
+                    m.max_idle
+                )
+            } else {
+                format!(
+                    "not run: it serves at most {} connections at once",
+                    m.max_active
+                )
+            };
+            eprintln!("   {:<34} {}", m.name, show(point, &why_not));
             if sweep {
                 r.idle.push((idle, point));
             } else {
@@ -108,15 +119,15 @@ pub fn idle_and_memory(env: &Env, m: &Model, r: &mut Results) {
     drop(idle);
     drop(server);
     eprintln!(
-        "   idle CPU {:.3} s over {:.0} s; RSS {:.1} KiB per idle connection",
+        "   idle CPU {:.3} s over {:.1} s; RSS {:.1} KiB per idle connection",
         r.idle_cpu, r.idle_window, r.rss_per_conn_kib
     );
 }
 
-/// One point as the progress log shows it.
-fn show(p: Option<Point>) -> String {
+/// One point as the progress log shows it; `why_not` says why there is none.
+fn show(p: Option<Point>, why_not: &str) -> String {
     match p {
-        None => "n/a".into(),
+        None => why_not.into(),
         Some(p) => format!(
             "{:>9.0} req/s, p50 {:>6.0} us, p99 {:>6.0} us, CPU/100k user {:.2} s sys {:.2} s",
             p.rps, p.p50_us, p.p99_us, p.cpu_user, p.cpu_sys
