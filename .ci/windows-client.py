@@ -1,21 +1,46 @@
-"""Checks iocp-accept.exe running under Wine: windows-client.py PORT.
+"""Checks an echo server running under Wine from the Linux side.
 
-Two clients at once send several lines each, interleaved, and must get each
-line back upper-cased, in order. Then a client resets mid-line, and one more
-client must still be served. Exits 1 on any difference.
+    windows-client.py PORT [--suffix _SB] [--serial]
+
+The same checks for every server that runs on Windows:
+
+- two clients at once send several lines each, interleaved, and each gets
+  its lines back upper-cased, in order (with --serial, a server that serves
+  one client at a time: the second gets nothing until the first leaves,
+  then everything);
+- a pipelined batch in one write comes back as one batch of replies;
+- a client that resets mid-line does not disturb the server;
+- a client that half-closes still gets every reply it is owed, its last
+  unterminated fragment answered as a line, then the close;
+- a line one byte over the 64 KiB limit gets `ERR line too long` and the
+  close, and the server serves the next client.
+
+Prints one line per check; exits 1 on any difference.
 """
+import argparse
 import socket
 import struct
 import sys
 
-port = int(sys.argv[1])
 TIMEOUT = 10
+LIMIT = 64 * 1024
+
+parser = argparse.ArgumentParser()
+parser.add_argument("port", type=int)
+parser.add_argument("--suffix", default="")
+parser.add_argument("--serial", action="store_true")
+args = parser.parse_args()
+failures = 0
 
 
 def connect():
-    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    s = socket.create_connection(("127.0.0.1", args.port), timeout=TIMEOUT)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
+
+
+def reply(line):
+    return line.upper() + args.suffix.encode() + b"\n"
 
 
 def read_line(s):
@@ -28,39 +53,95 @@ def read_line(s):
     return line
 
 
-failures = 0
+def read_to_end(s):
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def silent_for(s, seconds):
+    s.settimeout(seconds)
+    try:
+        s.recv(1)  # data, or the close: either way not silent
+        return False
+    except socket.timeout:
+        return True
+    finally:
+        s.settimeout(TIMEOUT)
 
 
 def check(what, got, expected):
     global failures
     ok = got == expected
     failures += not ok
-    print("%s: %s (got %r%s)" % ("ok" if ok else "FAIL", what, got,
-                                 "" if ok else ", expected %r" % expected))
+    shown = got if len(repr(got)) < 100 else repr(got)[:90] + "..."
+    print("%s: %s (got %s%s)" % ("ok" if ok else "FAIL", what, shown,
+                                 "" if ok else ", expected %r" % (expected,)))
 
 
-a, b = connect(), connect()
-for i in range(5):
-    for name, s in (("a", a), ("b", b)):
-        line = ("client %s line %d, mixed Case!\n" % (name, i)).encode()
-        s.sendall(line)
-    for name, s in (("a", a), ("b", b)):
-        expected = ("CLIENT %s LINE %d, MIXED CASE!\n" % (name.upper(), i)).encode()
-        check("concurrent client %s line %d" % (name, i), read_line(s), expected)
-# A batch in one write comes back as one batch of replies.
-a.sendall(b"one\ntwo\nthree\n")
-check("pipelined batch", read_line(a) + read_line(a) + read_line(a), b"ONE\nTWO\nTHREE\n")
+def run():
+    if args.serial:
+        a = connect()
+        a.sendall(b"first client\n")
+        check("the first client", read_line(a), reply(b"first client"))
+        b = connect()
+        b.sendall(b"second client\n")
+        check("the second client waits while the first is served", silent_for(b, 1.0), True)
+        a.close()
+        check("the second client once the first leaves", read_line(b), reply(b"second client"))
+        b.close()
+    else:
+        a, b = connect(), connect()
+        for i in range(5):
+            for name, s in (("a", a), ("b", b)):
+                s.sendall(b"client %s line %d, mixed Case!\n" % (name.encode(), i))
+            for name, s in (("a", a), ("b", b)):
+                want = reply(b"client %s line %d, mixed Case!" % (name.encode(), i))
+                check("concurrent client %s line %d" % (name, i), read_line(s), want)
+        a.close()
+        b.close()
 
-reset = connect()
-reset.sendall(b"half a li")
-reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-reset.close()
-print("ok: a client reset mid-line")
+    c = connect()
+    c.sendall(b"one\ntwo\nthree\n")
+    got = read_line(c) + read_line(c) + read_line(c)
+    check("pipelined batch", got, reply(b"one") + reply(b"two") + reply(b"three"))
+    c.close()
 
-check("client a after the reset", (a.sendall(b"still there\n"), read_line(a))[1], b"STILL THERE\n")
-late = connect()
-late.sendall(b"one more client\n")
-check("a new client after the reset", read_line(late), b"ONE MORE CLIENT\n")
-for s in (a, b, late):
-    s.close()
+    reset = connect()
+    reset.sendall(b"half a li")
+    reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.close()
+    print("ok: a client reset mid-line")
+    after = connect()
+    after.sendall(b"after the reset\n")
+    check("a new client after the reset", read_line(after), reply(b"after the reset"))
+    after.close()
+
+    half = connect()
+    half.sendall(b"first\nsecond\nno newline")
+    half.shutdown(socket.SHUT_WR)
+    check("half-close: every owed reply, then the close", read_to_end(half),
+          reply(b"first") + reply(b"second") + reply(b"no newline"))
+    half.close()
+
+    over = connect()
+    over.sendall(b"x" * (LIMIT + 1))
+    check("over-long line: the error", read_line(over), b"ERR line too long\n")
+    check("over-long line: then the close", read_to_end(over), b"")
+    over.close()
+
+    last = connect()
+    last.sendall(b"one more client\n")
+    check("a new client after the over-long line", read_line(last), reply(b"one more client"))
+    last.close()
+
+
+try:
+    run()
+except Exception as e:  # a timeout or a reset is a failure, reported as one
+    failures += 1
+    print("FAIL: %s: %s" % (type(e).__name__, e))
 sys.exit(1 if failures else 0)

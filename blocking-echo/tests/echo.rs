@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use testkit::TestServer;
 use testkit::suite::EchoSpec;
-use testkit::{TestServer, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blocking-echo");
 
@@ -94,7 +94,7 @@ fn thread_mode_caps_connections() {
 #[cfg(target_os = "linux")]
 #[test]
 fn thread_mode_threads_end_with_their_clients() {
-    use testkit::proc;
+    use testkit::{eventually, proc};
     let server = TestServer::start(BIN, &["--mode", "thread"]);
     let baseline = proc::thread_count(server.pid());
     let mut clients: Vec<_> = (0..20).map(|_| server.connect()).collect();

@@ -44,6 +44,7 @@ struct Args {
 
 /// The default `--max-conns` stays below FD_SETSIZE, leaving room for
 /// stdin/stdout/stderr, the listener and a few spare descriptors.
+#[cfg(unix)]
 const DEFAULT_MAX_CONNS: &str = "1000";
 
 #[cfg(not(unix))]

@@ -1,8 +1,6 @@
 //! Black-box tests of select-echo.
 #![cfg(unix)]
 
-use std::time::Duration;
-
 use testkit::suite::{self, EchoSpec, crowd};
 use testkit::{eventually, raise_nofile_limit};
 
@@ -83,7 +81,10 @@ fn crowd_at_the_fd_setsize_wall() {
 fn idle_connections_cost_no_cpu() {
     let server = SPEC.start(&[]);
     let used = suite::idle_cpu(&server);
-    assert!(used < Duration::from_millis(200), "{used:?} of CPU in 2 s");
+    assert!(
+        used < std::time::Duration::from_millis(200),
+        "{used:?} of CPU in 2 s"
+    );
 }
 
 /// `--help` is user documentation, with no developer notes in it.

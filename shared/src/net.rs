@@ -72,9 +72,13 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub fn classify_accept_error(e: &io::Error) -> AcceptError {
     match e.kind() {
         io::ErrorKind::WouldBlock => return AcceptError::WouldBlock,
+        // A connection that was reset or aborted before we took it. Windows
+        // says WSAECONNRESET; Wine 8 says WSAENOTCONN (NotConnected) for the
+        // same thing. Either way that one client is gone, not the listener.
         io::ErrorKind::Interrupted
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::NotConnected
         | io::ErrorKind::PermissionDenied => return AcceptError::Skip,
         io::ErrorKind::OutOfMemory => return AcceptError::OutOfResources,
         _ => {}
@@ -84,23 +88,24 @@ pub fn classify_accept_error(e: &io::Error) -> AcceptError {
 
 #[cfg(unix)]
 fn classify_os_error(code: Option<i32>) -> AcceptError {
+    let Some(code) = code else {
+        return AcceptError::Fatal;
+    };
     match code {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-            AcceptError::OutOfResources
-        }
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptError::OutOfResources,
         // accept(2) on Linux: errors of the new connection's network are
-        // passed on by accept and should be treated like EAGAIN.
-        Some(
-            libc::EPROTO
-            | libc::ENOPROTOOPT
-            | libc::EHOSTDOWN
-            | libc::ENONET
-            | libc::EHOSTUNREACH
-            | libc::EOPNOTSUPP
-            | libc::ENETUNREACH
-            | libc::ENETDOWN
-            | libc::ETIMEDOUT,
-        ) => AcceptError::Skip,
+        // passed on by accept and should be treated like EAGAIN. The BSDs
+        // and macOS report fewer of them; ENONET is Linux's alone.
+        libc::EPROTO
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETUNREACH
+        | libc::ENETDOWN
+        | libc::ETIMEDOUT => AcceptError::Skip,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        libc::ENONET => AcceptError::Skip,
         _ => AcceptError::Fatal,
     }
 }

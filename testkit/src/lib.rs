@@ -310,6 +310,10 @@ pub fn flood(stream: &mut TcpStream, chunk: &[u8], limit: usize) -> usize {
                     written += n;
                     rest = &rest[n..];
                 }
+                // A signal cut the write short: nothing was written, try
+                // again. (With SO_SNDTIMEO set, the kernel does not restart
+                // a socket call a signal interrupts, whatever SA_RESTART says.)
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -351,13 +355,29 @@ pub fn raise_nofile_limit(want: u64) -> u64 {
     // SAFETY: getrlimit writes into the rlimit we own and pass by pointer.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
+    let want = to_rlim(want);
     if lim.rlim_cur < want {
         lim.rlim_cur = want.min(lim.rlim_max);
         // SAFETY: setrlimit reads the rlimit we own; it changes only limits.
         let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
         assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
     }
-    lim.rlim_cur
+    from_rlim(lim.rlim_cur)
+}
+
+// `rlim_t` is u64 on Linux and macOS but i64 on FreeBSD, so the casts are
+// needed there and no-ops here. The limits the tests set are small, and the
+// largest value (RLIM_INFINITY) fits a u64 either way.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+fn to_rlim(v: u64) -> libc::rlim_t {
+    v.min(i64::MAX as u64) as libc::rlim_t
+}
+
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+fn from_rlim(v: libc::rlim_t) -> u64 {
+    v as u64
 }
 
 /// Makes `command` start with a descriptor limit (`RLIMIT_NOFILE`) of
@@ -366,8 +386,8 @@ pub fn raise_nofile_limit(want: u64) -> u64 {
 pub fn limit_descriptors(command: &mut Command, limit: u64) {
     use std::os::unix::process::CommandExt;
     let lim = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
+        rlim_cur: to_rlim(limit),
+        rlim_max: to_rlim(limit),
     };
     // SAFETY: the closure runs in the child between fork and exec; it only
     // calls setrlimit, which is async-signal-safe, on a value it owns.
