@@ -13,6 +13,9 @@
 //! - `--mode pool` is its "improved" fix: `--workers` threads fed by a queue
 //!   of `--queue` accepted connections. When every worker is busy and the
 //!   queue is full, a new client is told `ERR server full` and closed.
+//! - `--mode fork` (Unix) gives each connection its own process, the
+//!   multiprocess server article 004 recalls; it lives in `fork.rs`, with
+//!   why forking is sound here and how children are reaped.
 //!
 //! The article answers one `recv(1024)` with `Server:Good Bye.` and hangs
 //! up. This port speaks the workspace's echo protocol instead: a reply per
@@ -37,8 +40,11 @@ use log::{debug, info, warn};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, LineBuffer, answer_lines, answer_rest};
 
+#[cfg(unix)]
+mod fork;
+
 #[derive(Parser, Debug)]
-#[command(about = "Echo server on blocking sockets (article 001 §2)")]
+#[command(about = "Echo server on blocking sockets (articles 001 §2 and 004)")]
 struct Args {
     #[command(flatten)]
     echo: EchoArgs,
@@ -66,6 +72,8 @@ enum Mode {
     Thread,
     /// A fixed pool of worker threads fed by a bounded queue
     Pool,
+    /// A process per connection (Unix)
+    Fork,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +83,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    #[cfg(not(unix))]
+    if matches!(args.mode, Mode::Fork) {
+        bail!("--mode fork needs fork(2) (Linux, macOS, the BSDs)");
+    }
     let listener = shared::net::listen(&args.echo.server, false)?;
     let max_line = args.echo.max_line;
     info!("serving in {:?} mode", args.mode);
@@ -82,6 +94,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         Mode::Serial => serial(listener, max_line),
         Mode::Thread => thread_per_connection(listener, max_line, args.echo.server.max_conns),
         Mode::Pool => pool(listener, max_line, args.workers.into(), args.queue),
+        #[cfg(unix)]
+        Mode::Fork => fork::run(listener, max_line, args.echo.server.max_conns),
+        #[cfg(not(unix))]
+        Mode::Fork => unreachable!("refused above"),
     }
 }
 

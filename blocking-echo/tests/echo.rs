@@ -37,6 +37,20 @@ mod pool {
     });
 }
 
+#[cfg(unix)]
+mod fork {
+    testkit::echo_suite!(
+        testkit::suite::EchoSpec {
+            bin: super::BIN,
+            args: &["--mode", "fork"],
+            suffix: "",
+            concurrent: true,
+            busy_polls: false,
+        },
+        forks
+    );
+}
+
 /// How long a client must go unanswered to count as "waiting".
 const WAIT: Duration = Duration::from_millis(300);
 
@@ -122,4 +136,112 @@ fn suite_spec_reply_matches_protocol() {
 #[test]
 fn help_is_user_documentation() {
     testkit::check_help(env!("CARGO_BIN_EXE_blocking-echo"));
+}
+
+/// The children of a forking server, from /proc.
+#[cfg(target_os = "linux")]
+fn children(server: &TestServer) -> Vec<u32> {
+    testkit::proc::tree(server.pid()).split_off(1)
+}
+
+/// Fork mode reaps each child when it exits (on SIGCHLD), not at the next
+/// accept: 200 clients come and go while 5 others stay, and within a second
+/// of the last leaving no child is a zombie and exactly the 5 are left.
+#[cfg(target_os = "linux")]
+#[test]
+fn fork_leaves_no_zombies() {
+    use std::time::Instant;
+
+    use testkit::proc;
+    let server = TestServer::start(BIN, &["--mode", "fork"]);
+    let mut stay: Vec<_> = (0..5).map(|_| server.connect()).collect();
+    for (i, c) in stay.iter_mut().enumerate() {
+        assert_eq!(c.request(&format!("stay {i}")), format!("STAY {i}\n"));
+    }
+    for i in 0..200 {
+        let mut c = server.connect();
+        assert_eq!(
+            c.request(&format!("come and go {i}")),
+            format!("COME AND GO {i}\n")
+        );
+    }
+    // The last client's child may still be finishing its reply.
+    let left = Instant::now();
+    let deadline = left + Duration::from_secs(1);
+    let settled = loop {
+        let (zombies, live) = (proc::zombie_children(server.pid()), children(&server).len());
+        if zombies == 0 && live == 5 {
+            break true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("after 1 s: {zombies} zombies, {live} children");
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(settled, "children left over a second after their clients");
+    eprintln!(
+        "children settled {:?} after the last client left",
+        left.elapsed()
+    );
+    for (i, c) in stay.iter_mut().enumerate() {
+        assert_eq!(c.request(&format!("still {i}")), format!("STILL {i}\n"));
+    }
+}
+
+/// A child killed mid-connection costs its client only: the parent reaps it
+/// and serves the next client.
+#[cfg(target_os = "linux")]
+#[test]
+fn fork_killed_child_leaves_the_parent_serving() {
+    use testkit::{eventually, proc};
+    let server = TestServer::start(BIN, &["--mode", "fork"]);
+    let mut victim = server.connect();
+    assert_eq!(
+        victim.request("about to lose my process"),
+        "ABOUT TO LOSE MY PROCESS\n"
+    );
+    let kids = children(&server);
+    assert_eq!(kids.len(), 1, "one client, one child: {kids:?}");
+    // SAFETY: kill only sends a signal, to a process this test started.
+    let sent = unsafe { libc::kill(kids[0] as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(sent, 0);
+    // Its client sees the connection end.
+    assert!(victim.read_to_end().map_or(true, |rest| rest.is_empty()));
+    assert!(eventually(
+        || children(&server).is_empty() && proc::zombie_children(server.pid()) == 0
+    ));
+    let mut next = server.connect();
+    assert_eq!(next.request("next"), "NEXT\n");
+}
+
+/// Stopping the server (SIGTERM) ends its children too: the parent passes
+/// the signal on and waits for them.
+#[cfg(target_os = "linux")]
+#[test]
+fn fork_stopping_the_server_ends_its_children() {
+    use testkit::eventually;
+    let mut server = TestServer::start(BIN, &["--mode", "fork"]);
+    let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.request(&format!("c{i}")), format!("C{i}\n"));
+    }
+    let kids = children(&server);
+    assert_eq!(kids.len(), 3);
+    // SAFETY: kill only sends a signal, to a process this test started.
+    let sent = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    assert!(
+        eventually(|| server.try_exit_status().is_some()),
+        "the parent did not exit"
+    );
+    for pid in kids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "child {pid} outlived the server"
+        );
+    }
+    for mut c in clients {
+        assert!(c.read_to_end().map_or(true, |rest| rest.is_empty()));
+    }
 }

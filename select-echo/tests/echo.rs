@@ -16,6 +16,16 @@ mod protocol {
     testkit::echo_suite!(super::SPEC);
 }
 
+/// The same server on poll(2).
+const POLL: EchoSpec = EchoSpec {
+    args: &["--poll"],
+    ..SPEC
+};
+
+mod poll_protocol {
+    testkit::echo_suite!(super::POLL);
+}
+
 /// Enough descriptors for 1100 clients here and 1100 sockets in the server.
 fn room_for_crowds() {
     let limit = raise_nofile_limit(8192);
@@ -91,4 +101,60 @@ fn idle_connections_cost_no_cpu() {
 #[test]
 fn help_is_user_documentation() {
     testkit::check_help(env!("CARGO_BIN_EXE_select-echo"));
+}
+
+/// poll has no FD_SETSIZE wall: 5000 clients at once are all served, each
+/// again afterwards, then a newcomer.
+#[test]
+fn poll_serves_five_thousand_clients_at_once() {
+    let limit = raise_nofile_limit(12_000);
+    assert!(limit >= 10_100, "RLIMIT_NOFILE is only {limit}");
+    let server = POLL.start(&[]);
+    let mut c = crowd(&server, &POLL, 5000);
+    eprintln!(
+        "poll, 5000 clients: {} served, {} refused",
+        c.served.len(),
+        c.refused
+    );
+    assert_eq!((c.served.len(), c.refused), (5000, 0));
+    // Leave from the middle, so that swap-removed entries move about.
+    let stay = c.served.split_off(2500);
+    let mut gone = c.served;
+    gone.truncate(1000);
+    drop(gone);
+    let mut stay = stay;
+    for (i, client) in stay.iter_mut().enumerate().step_by(7) {
+        let line = format!("again {i}");
+        assert_eq!(client.request(&line), POLL.reply(&line));
+    }
+    let mut newcomer = server.connect();
+    assert_eq!(newcomer.request("newcomer"), "NEWCOMER\n");
+}
+
+/// poll's --max-conns default is 10 000, not select's 1000: 1100 clients
+/// are all served.
+#[test]
+fn poll_default_max_conns_is_past_select_s() {
+    room_for_crowds();
+    let server = POLL.start(&[]);
+    let c = crowd(&server, &POLL, 1100);
+    assert_eq!((c.served.len(), c.refused), (1100, 0));
+}
+
+/// Past --max-conns, a client is told and closed; the rest are served.
+#[test]
+fn poll_refuses_past_max_conns() {
+    suite::refuses_past_max_conns(&POLL);
+}
+
+/// Waiting in poll costs nothing either.
+#[cfg(target_os = "linux")]
+#[test]
+fn poll_idle_connections_cost_no_cpu() {
+    let server = POLL.start(&[]);
+    let used = suite::idle_cpu(&server);
+    assert!(
+        used < std::time::Duration::from_millis(200),
+        "{used:?} of CPU in 2 s"
+    );
 }

@@ -29,7 +29,8 @@ pub mod suite;
 /// How long a test waits for any one thing before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server binary running on a free loopback port, killed when dropped.
+/// A server binary running on a free loopback port, ended when dropped
+/// (SIGTERM, then SIGKILL after a second).
 ///
 /// Its stderr (the log) is collected rather than shown: a passing test
 /// prints nothing of it, so the warnings a server is *meant* to log under a
@@ -132,10 +133,9 @@ impl TestServer {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Stops the server (SIGKILL) and returns its whole log.
+    /// Stops the server (SIGTERM, then SIGKILL) and returns its whole log.
     pub fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
         self.wait_for_log_end(TIMEOUT);
         self.log()
     }
@@ -152,10 +152,34 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
+impl TestServer {
+    /// Ends the server: SIGTERM first, so that a server with children of
+    /// its own (a process per connection) can end them too, then SIGKILL
+    /// if it has not exited within a second.
+    fn end(&mut self) {
+        #[cfg(unix)]
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill only sends a signal, to the process this handle
+            // started and has not yet waited for (so its pid is not reused).
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.end();
         if thread::panicking() {
             // A failing test: show the server's log beside the failure.
             self.wait_for_log_end(Duration::from_secs(1));
@@ -401,6 +425,62 @@ pub fn limit_descriptors(command: &mut Command, limit: u64) {
     }
 }
 
+/// Makes `command` start as user `nobody` (65534) with a process limit
+/// (`RLIMIT_NPROC`) that leaves it room for `room` more processes, so a
+/// test can run a forking server out of processes. Returns false, changing
+/// nothing, unless this process runs as root: the kernel does not enforce
+/// the limit for root, so only another user feels it, and only root can
+/// become one. The binary must be executable by `nobody`.
+#[cfg(target_os = "linux")]
+pub fn limit_processes_as_nobody(command: &mut Command, room: u64) -> bool {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: libc::uid_t = 65534;
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    // The limit counts every task (thread) of the user, system-wide: those
+    // nobody runs already, the server itself, and `room` children.
+    let others: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<libc::uid_t>().ok())
+                == Some(NOBODY)
+        })
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum();
+    let lim = libc::rlimit {
+        rlim_cur: to_rlim(others + 1 + room),
+        rlim_max: to_rlim(others + 1 + room),
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // calls setrlimit, setgid and setuid, which are async-signal-safe, on
+    // values it owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    true
+}
+
 /// Readings of a process from `/proc` (Linux).
 #[cfg(target_os = "linux")]
 pub mod proc {
@@ -460,6 +540,138 @@ pub mod proc {
         fs::read_dir(format!("/proc/{pid}/task"))
             .expect("read task dir")
             .count()
+    }
+
+    /// `pid` and every process below it (children, their children, …),
+    /// `pid` first. A process that ends while the tree is walked is left out.
+    pub fn tree(pid: u32) -> Vec<u32> {
+        let mut all = vec![pid];
+        let mut next = 0;
+        while next < all.len() {
+            let p = all[next];
+            next += 1;
+            // Children are listed per thread.
+            let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let path = task.path().join("children");
+                if let Ok(list) = fs::read_to_string(path) {
+                    all.extend(
+                        list.split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+        all
+    }
+
+    /// Resident memory of the whole tree in KiB: the sum of each process's
+    /// `VmRSS`. Pages a forked child still shares with its parent count in
+    /// both, so this overstates a forking server's memory; it is the bound
+    /// the tests hold it to.
+    pub fn tree_rss_kib(pid: u32) -> u64 {
+        tree(pid).into_iter().filter_map(try_rss_kib).sum()
+    }
+
+    /// Proportional memory of the whole tree in KiB: the sum of each
+    /// process's `Pss` (`/proc/PID/smaps_rollup`), where a page shared by
+    /// n processes counts 1/n in each. What a forking server really costs.
+    pub fn tree_pss_kib(pid: u32) -> u64 {
+        tree(pid)
+            .into_iter()
+            .filter_map(|p| {
+                let text = fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok()?;
+                kib_field(&text, "Pss:")
+            })
+            .sum()
+    }
+
+    /// Open descriptors of the whole tree.
+    pub fn tree_fd_count(pid: u32) -> usize {
+        tree(pid)
+            .into_iter()
+            .filter_map(|p| Some(fs::read_dir(format!("/proc/{p}/fd")).ok()?.count()))
+            .sum()
+    }
+
+    /// CPU time of the whole tree, user and system: `pid`'s own, that of
+    /// the children it has already waited for (which the kernel adds to
+    /// `pid`'s `cutime` and `cstime`), and that of every live descendant.
+    pub fn tree_cpu_time(pid: u32) -> (Duration, Duration) {
+        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
+        for (i, p) in tree(pid).into_iter().enumerate() {
+            if let Some(t) = try_cpu_times(p) {
+                user += t.user;
+                system += t.system;
+                if i == 0 {
+                    user += t.children_user;
+                    system += t.children_system;
+                }
+            }
+        }
+        (user, system)
+    }
+
+    /// [`tree_cpu_time`], user plus system.
+    pub fn tree_cpu(pid: u32) -> Duration {
+        let (user, system) = tree_cpu_time(pid);
+        user + system
+    }
+
+    /// Processes in state Z (exited, not yet waited for) among `pid`'s
+    /// children.
+    pub fn zombie_children(pid: u32) -> usize {
+        tree(pid)
+            .into_iter()
+            .skip(1)
+            .filter(|&p| {
+                fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    stat.rfind(')')
+                        .and_then(|i| stat[i + 1..].split_whitespace().next())
+                        == Some("Z")
+                })
+            })
+            .count()
+    }
+
+    fn try_rss_kib(pid: u32) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        kib_field(&status, "VmRSS:")
+    }
+
+    fn kib_field(text: &str, name: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    struct CpuTimes {
+        user: Duration,
+        system: Duration,
+        /// Children already waited for.
+        children_user: Duration,
+        children_system: Duration,
+    }
+
+    fn try_cpu_times(pid: u32) -> Option<CpuTimes> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: state is field 3, utime 14, stime 15, cutime 16,
+        // cstime 17.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let to_time = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
+        Some(CpuTimes {
+            user: to_time(ticks(14)?),
+            system: to_time(ticks(15)?),
+            children_user: to_time(ticks(16)?),
+            children_system: to_time(ticks(17)?),
+        })
     }
 
     /// The largest of the kernel's TCP receive and send buffer limits

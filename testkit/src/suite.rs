@@ -196,13 +196,13 @@ pub fn non_reading_client(spec: &EchoSpec) {
     assert_eq!(probe.request("warm up"), spec.reply("warm up"));
     // A serial server must be free for the flooder.
     let probe = spec.concurrent.then_some(probe);
-    let rss_before = proc::rss_kib(server.pid());
+    let rss_before = proc::tree_rss_kib(server.pid());
 
     let mut flooder = super::flooder(server.addr());
     let chunk = "never going to read the replies to any of these lines.....\n".repeat(1024);
     let written = super::flood(&mut flooder, chunk.as_bytes(), FLOOD);
 
-    let grown_kib = proc::rss_kib(server.pid()).saturating_sub(rss_before);
+    let grown_kib = proc::tree_rss_kib(server.pid()).saturating_sub(rss_before);
     assert!(
         grown_kib < 8 * 1024,
         "server RSS grew by {grown_kib} KiB while a client wrote {written} bytes and read none"
@@ -238,9 +238,30 @@ pub fn non_reading_client(spec: &EchoSpec) {
 ///     });
 /// }
 /// ```
+///
+/// A server that forks a process per connection runs out of processes, not
+/// descriptors: `echo_suite!(SPEC, forks)` checks
+/// [`survives_process_exhaustion`] in place of
+/// [`survives_descriptor_exhaustion`].
 #[macro_export]
 macro_rules! echo_suite {
     ($spec:expr) => {
+        $crate::echo_suite!(@common $spec);
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn survives_descriptor_exhaustion() {
+            $crate::suite::survives_descriptor_exhaustion(&SPEC);
+        }
+    };
+    ($spec:expr, forks) => {
+        $crate::echo_suite!(@common $spec);
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn survives_process_exhaustion() {
+            $crate::suite::survives_process_exhaustion(&SPEC);
+        }
+    };
+    (@common $spec:expr) => {
         pub const SPEC: $crate::suite::EchoSpec = $spec;
         #[test]
         fn one_request() {
@@ -274,11 +295,6 @@ macro_rules! echo_suite {
         #[test]
         fn non_reading_client() {
             $crate::suite::non_reading_client(&SPEC);
-        }
-        #[cfg(target_os = "linux")]
-        #[test]
-        fn survives_descriptor_exhaustion() {
-            $crate::suite::survives_descriptor_exhaustion(&SPEC);
         }
         #[cfg(target_os = "linux")]
         #[test]
@@ -354,9 +370,9 @@ pub fn idle_cpu(server: &TestServer) -> std::time::Duration {
 
     use super::proc;
     let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
-    let before = proc::total_cpu(server.pid());
+    let before = proc::tree_cpu(server.pid());
     thread::sleep(Duration::from_secs(2));
-    let used = proc::total_cpu(server.pid()) - before;
+    let used = proc::tree_cpu(server.pid()) - before;
     drop(clients);
     used
 }
@@ -394,13 +410,13 @@ pub fn survives_descriptor_exhaustion(spec: &EchoSpec) {
             "the server never filled its descriptor table"
         );
     }
-    let before = proc::total_cpu(server.pid());
+    let before = proc::tree_cpu(server.pid());
     let mut more = Vec::new();
     for _ in 0..20 {
         more.push(server.connect());
         thread::sleep(Duration::from_millis(100));
     }
-    let used = proc::total_cpu(server.pid()) - before;
+    let used = proc::tree_cpu(server.pid()) - before;
     eprintln!(
         "{} {:?}: CPU while out of descriptors for 2 s: {used:?}",
         spec.bin, spec.args
@@ -431,6 +447,83 @@ pub fn survives_descriptor_exhaustion(spec: &EchoSpec) {
     }));
 }
 
+/// Process exhaustion, the counterpart of descriptor exhaustion for a
+/// server that forks a process per client. It meets its limit two ways:
+/// `--max-conns` (3 here), and, where the test runs as root, the process
+/// limit (`RLIMIT_NPROC`, room for 3 children, the server started as
+/// `nobody` so that the limit applies). Either way the clients past it are
+/// told `ERR server full`; the server must not die, must not spin (under
+/// 0.5 s of CPU over 2 s while more clients keep arriving), and must serve
+/// again once children exit.
+#[cfg(target_os = "linux")]
+pub fn survives_process_exhaustion(spec: &EchoSpec) {
+    use std::process::Command;
+
+    use super::limit_processes_as_nobody;
+
+    const ROOM: usize = 3;
+    eprintln!("{} {:?}: at --max-conns {ROOM}", spec.bin, spec.args);
+    exhaust_processes(spec, &spec.start(&["--max-conns", &ROOM.to_string()]), ROOM);
+
+    let mut command = Command::new(spec.bin);
+    command.args(spec.args);
+    if limit_processes_as_nobody(&mut command, ROOM as u64) {
+        eprintln!("{} {:?}: at RLIMIT_NPROC", spec.bin, spec.args);
+        let server = TestServer::start_command(command);
+        exhaust_processes(spec, &server, ROOM);
+        // The refusals came from fork failing, not from some other limit.
+        let log = server.stop();
+        assert!(
+            log.contains("fork failed"),
+            "no failed fork in the log:\n{log}"
+        );
+    } else {
+        eprintln!("not root: the RLIMIT_NPROC half of this check needs root, and was not run");
+    }
+}
+
+/// `room` clients are served, 20 more arriving over 2 s are refused, the
+/// server stays up and idle, and serves again once the first ones leave.
+#[cfg(target_os = "linux")]
+fn exhaust_processes(spec: &EchoSpec, server: &TestServer, room: usize) {
+    use std::time::Duration;
+
+    use super::{eventually, proc};
+
+    let mut served: Vec<_> = (0..room).map(|_| server.connect()).collect();
+    for (i, c) in served.iter_mut().enumerate() {
+        let line = format!("served {i}");
+        assert_eq!(c.request(&line), spec.reply(&line));
+    }
+    let before = proc::tree_cpu(server.pid());
+    for i in 0..20 {
+        let mut c = server.connect();
+        c.send(format!("one too many {i}\n").as_bytes());
+        assert_eq!(
+            c.read_line().expect("an answer"),
+            ERR_SERVER_FULL.as_bytes(),
+            "client {i} past the limit"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let used = proc::tree_cpu(server.pid()) - before;
+    eprintln!("CPU while at the limit for 2 s: {used:?}");
+    assert!(used < Duration::from_millis(500), "{used:?} of CPU in 2 s");
+    assert!(server_alive(server), "the server died");
+    for (i, c) in served.iter_mut().enumerate() {
+        let line = format!("still served {i}");
+        assert_eq!(c.request(&line), spec.reply(&line));
+    }
+    drop(served);
+    assert!(eventually(|| {
+        let mut newcomer = server.connect();
+        newcomer.send(b"newcomer\n");
+        newcomer
+            .read_line()
+            .is_ok_and(|l| l == spec.reply("newcomer").as_bytes())
+    }));
+}
+
 #[cfg(target_os = "linux")]
 fn server_alive(server: &TestServer) -> bool {
     std::path::Path::new(&format!("/proc/{}", server.pid())).exists()
@@ -446,12 +539,13 @@ pub fn churn_leaves_no_trace(spec: &EchoSpec) {
 
     let server = spec.start(&[]);
     // The baseline: before any client, then once a first one has come and gone.
-    let fds = proc::fd_count(server.pid());
+    // The whole process tree, for a server that forks.
+    let fds = proc::tree_fd_count(server.pid());
     let mut warm = server.connect();
     assert_eq!(warm.request("warm"), spec.reply("warm"));
     drop(warm);
-    assert!(eventually(|| proc::fd_count(server.pid()) == fds));
-    let rss = proc::rss_kib(server.pid());
+    assert!(eventually(|| proc::tree_fd_count(server.pid()) == fds));
+    let rss = proc::tree_rss_kib(server.pid());
 
     for i in 0..10_000 {
         let mut c = server.connect();
@@ -474,12 +568,12 @@ pub fn churn_leaves_no_trace(spec: &EchoSpec) {
         }
     }
     assert!(
-        eventually(|| proc::fd_count(server.pid()) == fds),
+        eventually(|| proc::tree_fd_count(server.pid()) == fds),
         "descriptors: {} before, {} after",
         fds,
-        proc::fd_count(server.pid())
+        proc::tree_fd_count(server.pid())
     );
-    let grown = proc::rss_kib(server.pid()).saturating_sub(rss);
+    let grown = proc::tree_rss_kib(server.pid()).saturating_sub(rss);
     eprintln!(
         "{} {:?}: RSS grew {grown} KiB over 10 000 connections",
         spec.bin, spec.args

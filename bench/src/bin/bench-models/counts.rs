@@ -103,26 +103,35 @@ fn syscalls(
     Ok(calls)
 }
 
-/// One run under callgrind: user-space instructions in all.
+/// One run under callgrind: user-space instructions in all, summed over
+/// every process of the run (a forking model's children write a file each,
+/// named by `%p`, their pid).
 fn instructions(env: &Env, m: &Model, depth: u32, requests: u64) -> anyhow::Result<u64> {
     let dir = tempdir()?;
-    let file = dir.join("callgrind.out");
     let mut command = Command::new("valgrind");
     command
         .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", file.display()))
+        .arg(format!(
+            "--callgrind-out-file={}/callgrind.out.%p",
+            dir.display()
+        ))
         .arg(env.bin_dir.join(m.bin))
         .args(m.args);
     run_fixed(env, m, command, depth, requests)?;
-    let text = fs::read_to_string(&file).context("reading callgrind's output")?;
+    let mut total = 0;
+    for entry in fs::read_dir(&dir)? {
+        let text = fs::read_to_string(entry?.path()).context("reading callgrind's output")?;
+        total += text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("summary:")
+                    .or_else(|| l.strip_prefix("totals:"))
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .context("no instruction total in callgrind's output")?;
+    }
     let _ = fs::remove_dir_all(&dir);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("summary:")
-                .or_else(|| l.strip_prefix("totals:"))
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .context("no instruction total in callgrind's output")
+    Ok(total)
 }
 
 /// Starts the server under `command`, sends `requests`, and stops it so
@@ -136,6 +145,7 @@ fn run_fixed(
     depth: u32,
     requests: u64,
 ) -> anyhow::Result<()> {
+    let server_command = command.get_program().to_owned();
     let mut server = TestServer::start_command(command);
     // 10 connections, or as many as the model serves at once (a pool).
     let conns = CONNS.min(m.max_active);
@@ -152,10 +162,22 @@ fn run_fixed(
     if !out.status.success() {
         bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let target = children(server.pid())
-        .first()
-        .copied()
-        .unwrap_or(server.pid());
+    // The server process: under strace, strace's child; under valgrind,
+    // the process itself (valgrind runs in it).
+    let target = if command_is(&server_command, "strace") {
+        children(server.pid())
+            .first()
+            .copied()
+            .unwrap_or(server.pid())
+    } else {
+        server.pid()
+    };
+    // A forking model's children end as loadgen's connections close; let
+    // them finish (and write their counts) before the server is stopped.
+    let settle = Instant::now() + Duration::from_secs(60);
+    while m.forks && !children(target).is_empty() && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SAFETY: kill only sends a signal to a process this program started.
     unsafe {
         libc::kill(target as libc::pid_t, libc::SIGTERM);
@@ -169,6 +191,11 @@ fn run_fixed(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Whether `program` is the tool named `name`.
+fn command_is(program: &std::ffi::OsStr, name: &str) -> bool {
+    std::path::Path::new(program).file_name() == Some(std::ffi::OsStr::new(name))
 }
 
 /// Child processes of `pid`, from /proc.

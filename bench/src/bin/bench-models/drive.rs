@@ -27,7 +27,8 @@ pub fn loadgen_once(
     depth: u32,
     idle: usize,
 ) -> anyhow::Result<Point> {
-    let (user0, sys0) = proc::cpu_time(server.pid());
+    // The whole process tree: a forking model's children do its work.
+    let (user0, sys0) = proc::tree_cpu_time(server.pid());
     let mut load = Command::new(env.bin_dir.join("loadgen"));
     load.args([
         "--addr",
@@ -45,7 +46,7 @@ pub fn loadgen_once(
         vec!["--suffix", m.suffix]
     });
     let out = output_within(load, Duration::from_secs_f64(env.secs + 30.0))?;
-    let (user1, sys1) = proc::cpu_time(server.pid());
+    let (user1, sys1) = proc::tree_cpu_time(server.pid());
     let json = String::from_utf8_lossy(&out.stdout);
     if json.trim().is_empty() {
         bail!(

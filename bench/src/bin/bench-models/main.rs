@@ -79,6 +79,11 @@ mod linux {
         /// Seconds per throughput point, after a warm-up (default 2, quick 0.3)
         #[arg(long)]
         pub secs: Option<f64>,
+        /// Measure only the models whose name contains one of these words,
+        /// comma-separated (e.g. `select,poll`); the report then covers only
+        /// them (default: every model)
+        #[arg(long, value_delimiter = ',')]
+        pub only: Vec<String>,
     }
 
     pub fn run(args: Args) -> anyhow::Result<()> {
@@ -86,7 +91,20 @@ mod linux {
             .parent()
             .context("no directory for this program")?
             .to_path_buf();
-        for m in MODELS {
+        let models: Vec<_> = MODELS
+            .iter()
+            .filter(|m| {
+                args.only.is_empty() || args.only.iter().any(|w| m.name.contains(w.as_str()))
+            })
+            .copied()
+            .collect();
+        if models.is_empty() {
+            bail!(
+                "--only {}: no model's name contains any of these",
+                args.only.join(",")
+            );
+        }
+        for m in &models {
             if !bin_dir.join(m.bin).exists() || !bin_dir.join("loadgen").exists() {
                 bail!(
                     "{} not found beside this program in {}: build first with \
@@ -109,6 +127,7 @@ mod linux {
             bin_dir,
             secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 2.0 }),
             quick: args.quick,
+            models,
         };
         let mut all = measure::grid(&env)?;
         for (model, results) in &mut all {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use testkit::{eventually, proc};
 
 use crate::drive::{loadgen_once, output_within, start};
-use crate::model::{Env, MODELS, Model};
+use crate::model::{Env, Model};
 use crate::results::{Point, Results};
 
 /// Runs per point: a point is their median, which a noisy 2-core machine
@@ -22,7 +22,11 @@ const ROUNDS: usize = 3;
 /// and no server (the busy loop least of all) runs under another's
 /// measurement. A point is the median of its rounds.
 pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
-    let mut all: Vec<(Model, Results)> = MODELS.iter().map(|m| (*m, Results::default())).collect();
+    let mut all: Vec<(Model, Results)> = env
+        .models
+        .iter()
+        .map(|m| (*m, Results::default()))
+        .collect();
     let conns: &[usize] = if env.quick {
         &[1, 100]
     } else {
@@ -45,9 +49,9 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
         points.push((10, 1, idle, true));
     }
     for &(c, depth, idle, sweep) in &points {
-        let mut samples: Vec<Vec<Point>> = vec![Vec::new(); MODELS.len()];
+        let mut samples: Vec<Vec<Point>> = vec![Vec::new(); env.models.len()];
         for _ in 0..rounds {
-            for (i, m) in MODELS.iter().enumerate() {
+            for (i, m) in env.models.iter().enumerate() {
                 let fits = if sweep {
                     idle <= m.max_idle
                 } else {
@@ -90,38 +94,77 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
     }
     Ok(all)
 }
+
 /// The measures taken one model at a time: CPU while idle, then memory per
-/// idle connection.
+/// idle connection, for connections that never spoke and for connections
+/// that made one round trip.
 pub fn idle_and_memory(env: &Env, m: &Model, r: &mut Results) {
-    // CPU while idle, then memory per idle connection.
     let server = start(env, m, &[]);
     let clients: Vec<_> = (0..10).map(|_| server.connect()).collect();
     r.idle_window = if env.quick { 0.5 } else { 3.0 };
-    let before = proc::total_cpu(server.pid());
+    let before = proc::tree_cpu(server.pid());
     thread::sleep(Duration::from_secs_f64(r.idle_window));
-    r.idle_cpu = (proc::total_cpu(server.pid()) - before).as_secs_f64();
+    r.idle_cpu = (proc::tree_cpu(server.pid()) - before).as_secs_f64();
     drop(clients);
     drop(server);
 
-    // A fresh server, so that no earlier client is still being closed. A
-    // pool holds the connections beyond its workers in its queue: they
-    // cost it a descriptor and a queue slot, not a thread.
-    let server = start(env, m, &[]);
     r.rss_conns = if env.quick { 100 } else { 1000 };
-    let rss_before = proc::rss_kib(server.pid());
-    let fds_before = proc::fd_count(server.pid());
-    let idle: Vec<_> = (0..r.rss_conns).map(|_| server.connect()).collect();
-    let target = fds_before + r.rss_conns;
-    eventually(|| proc::fd_count(server.pid()) >= target);
-    thread::sleep(Duration::from_millis(200));
-    let grown = proc::rss_kib(server.pid()).saturating_sub(rss_before);
-    r.rss_per_conn_kib = grown as f64 / r.rss_conns as f64;
-    drop(idle);
-    drop(server);
+    r.rss_per_conn_kib = memory_per_connection(env, m, r.rss_conns, false);
+    // A connection that has spoken may keep buffers a silent one never
+    // set up. A pool cannot answer more clients than it has workers: the
+    // rest wait in its queue, unanswered.
+    r.rss_spoken_kib =
+        (r.rss_conns <= m.max_active).then(|| memory_per_connection(env, m, r.rss_conns, true));
     eprintln!(
-        "   idle CPU {:.3} s over {:.1} s; RSS {:.1} KiB per idle connection",
-        r.idle_cpu, r.idle_window, r.rss_per_conn_kib
+        "   idle CPU {:.3} s over {:.1} s; {} {:.1} KiB per silent idle connection, {} after one round trip",
+        r.idle_cpu,
+        r.idle_window,
+        if m.forks { "PSS" } else { "RSS" },
+        r.rss_per_conn_kib,
+        r.rss_spoken_kib.map_or(
+            "not measured (a pool answers only its workers' clients)".into(),
+            |k| format!("{k:.1} KiB")
+        ),
     );
+}
+
+/// Memory added per connection: a fresh server (so that no earlier client
+/// is still being closed), measured before and after `conns` connections,
+/// each silent or having made one round trip. A pool holds the connections
+/// beyond its workers in its queue: they cost it a descriptor and a queue
+/// slot, not a thread. A forking model is measured as its process tree's
+/// proportional set size (PSS): RSS would count the pages each child shares
+/// with the parent once per child.
+fn memory_per_connection(env: &Env, m: &Model, conns: usize, spoken: bool) -> f64 {
+    let memory = |pid| {
+        if m.forks {
+            proc::tree_pss_kib(pid)
+        } else {
+            proc::tree_rss_kib(pid)
+        }
+    };
+    let server = start(env, m, &[]);
+    let before = memory(server.pid());
+    let fds_before = proc::tree_fd_count(server.pid());
+    let mut idle: Vec<_> = (0..conns).map(|_| server.connect()).collect();
+    if spoken {
+        for (i, c) in idle.iter_mut().enumerate() {
+            if m.proto == "http" {
+                // One keep-alive request, its response read to the end.
+                c.send(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n");
+                while c.read_line().is_ok_and(|l| l != b"\r\n" && !l.is_empty()) {}
+                let _ = c.read_exact(b"Hello, world!".len());
+            } else {
+                c.request(&format!("hello from connection {i}"));
+            }
+        }
+    }
+    let target = fds_before + conns;
+    eventually(|| proc::tree_fd_count(server.pid()) >= target);
+    thread::sleep(Duration::from_millis(200));
+    let grown = memory(server.pid()).saturating_sub(before);
+    drop(idle);
+    grown as f64 / conns as f64
 }
 
 /// One point as the progress log shows it; `why_not` says why there is none.

@@ -19,82 +19,88 @@ pub struct Model {
     pub max_active: usize,
     /// Most idle connections it can hold beside 10 active ones.
     pub max_idle: usize,
+    /// A process per connection: CPU and memory are its process tree's.
+    pub forks: bool,
 }
 
 const ANY: usize = usize::MAX;
+
+/// What most models are: an echo server with no limit that matters here.
+const ECHO: Model = Model {
+    name: "",
+    bin: "",
+    args: &[],
+    proto: "line",
+    suffix: "",
+    max_active: ANY,
+    max_idle: ANY,
+    forks: false,
+};
 
 pub const MODELS: &[Model] = &[
     Model {
         name: "blocking, thread per connection",
         bin: "blocking-echo",
         args: &["--mode", "thread"],
-        proto: "line",
-        suffix: "",
-        max_active: ANY,
-        max_idle: ANY,
+        ..ECHO
     },
     Model {
         name: "blocking, pool of 8 threads",
         bin: "blocking-echo",
         args: &["--mode", "pool", "--workers", "8", "--queue", "4096"],
-        proto: "line",
-        suffix: "",
         max_active: 8,
         max_idle: 0,
+        ..ECHO
+    },
+    Model {
+        name: "blocking, process per connection",
+        bin: "blocking-echo",
+        args: &["--mode", "fork"],
+        forks: true,
+        ..ECHO
     },
     Model {
         name: "non-blocking busy loop",
         bin: "nonblocking-echo",
-        args: &[],
-        proto: "line",
-        suffix: "",
-        max_active: ANY,
-        max_idle: ANY,
+        ..ECHO
     },
     Model {
         name: "select",
         bin: "select-echo",
         args: &["--max-conns", "1010"],
-        proto: "line",
-        suffix: "",
         max_active: 1000,
         max_idle: 1000,
+        ..ECHO
+    },
+    Model {
+        name: "poll",
+        bin: "select-echo",
+        args: &["--poll"],
+        ..ECHO
     },
     Model {
         name: "selectors (polling, epoll)",
         bin: "selectors-echo",
-        args: &[],
-        proto: "line",
         suffix: "_SB",
-        max_active: ANY,
-        max_idle: ANY,
+        ..ECHO
     },
     Model {
         name: "io_uring completions",
         bin: "iocp-accept",
-        args: &[],
-        proto: "line",
-        suffix: "",
-        max_active: ANY,
-        max_idle: ANY,
+        ..ECHO
     },
     Model {
         name: "epoll LT, HTTP",
         bin: "epoll-http",
-        args: &[],
         proto: "http",
-        suffix: "",
-        max_active: ANY,
-        max_idle: ANY,
+        ..ECHO
     },
     Model {
         name: "epoll ET, HTTP",
         bin: "epoll-http",
         args: &["--edge"],
         proto: "http",
-        suffix: "",
-        max_active: ANY,
-        max_idle: ANY,
+        ..ECHO
     },
 ];
 
@@ -107,4 +113,6 @@ pub struct Env {
     pub secs: f64,
     /// `--quick`: fewer, shorter points, no counts.
     pub quick: bool,
+    /// The models measured: all of [`MODELS`], or those `--only` names.
+    pub models: Vec<Model>,
 }

@@ -118,9 +118,10 @@ fn idle_table(md: &mut String, all: &All) {
     md.push_str(
         "\n## Latency against idle connections\n\n\
          10 active connections, one request in flight each, while more connections are\n\
-         held open and silent. p50 / p99 latency in microseconds. select must scan every\n\
-         descriptor up to the highest on each call; epoll and io_uring touch only the\n\
-         ready ones. The pool cannot run this: idle connections would hold its workers.\n\n| model |",
+         held open and silent. p50 / p99 latency in microseconds. select and poll hand\n\
+         the kernel every watched descriptor on each call, and it checks them all;\n\
+         epoll and io_uring touch only the ready ones. The pool cannot run this: idle\n\
+         connections would hold its workers.\n\n| model |",
     );
     for i in &idles {
         let _ = write!(md, " {i} idle |");
@@ -238,16 +239,25 @@ fn counts_tables(md: &mut String, env: &Env, all: &All) {
 fn memory_table(md: &mut String, all: &All) {
     md.push_str(
         "\n## Memory per idle connection\n\n\
-         Server RSS before and after opening idle connections (1000 in a full run),\n\
-         divided by their number. A thread costs its stack's touched pages and the\n\
-         kernel's thread structures. io_uring keeps a receive posted on every\n\
-         connection, into 8 KiB of its line buffer; the busy loop tries a read on every\n\
-         connection on every pass, which makes the line buffer set up the same 8 KiB.\n\
-         The readiness servers allocate it only when data arrives.\n\n\
-         | model | KiB per idle connection |\n|---|---:|\n",
+         Server memory before and after opening idle connections (1000 in a full run),\n\
+         divided by their number: once for connections that never spoke, once for\n\
+         connections that each made one round trip first. Resident memory (RSS), but\n\
+         for the process per connection: there it is the process tree's proportional\n\
+         set size (PSS), since RSS would count the pages every child shares with the\n\
+         parent once per child. A thread costs its stack's touched pages and the\n\
+         kernel's thread structures, a process its own page tables and the pages it\n\
+         writes. io_uring keeps a receive posted on every connection, into 8 KiB of its\n\
+         line buffer; the busy loop tries a read on every connection on every pass,\n\
+         which makes the line buffer set up the same 8 KiB. The readiness servers\n\
+         allocate it when data first arrives, and keep it.\n\n\
+         | model | KiB per silent connection | KiB per connection after one round trip |\n|---|---:|---:|\n",
     );
     for (m, r) in all {
-        let _ = writeln!(md, "| {} | {:.1} |", m.name, r.rss_per_conn_kib);
+        let spoken = r.rss_spoken_kib.map_or_else(
+            || "— (a pool answers only its workers' clients)".to_string(),
+            |k| format!("{k:.1}"),
+        );
+        let _ = writeln!(md, "| {} | {:.1} | {spoken} |", m.name, r.rss_per_conn_kib);
     }
     md.push_str("\n![RSS per idle connection](bench/charts/rss-per-connection.svg)\n");
 }
@@ -402,29 +412,33 @@ fn claims(md: &mut String, env: &Env, all: &All) {
         );
     }
 
-    // 3. select slows as its sets grow and stops at FD_SETSIZE; epoll does not.
-    if let Some(sel) = find(all, "select-echo", &["--max-conns", "1010"]) {
-        let epoll = find(all, "selectors-echo", &[]);
-        if let (Some((n, s0, s1)), Some((m2, e0, e1))) =
-            (idle_growth(sel), epoll.and_then(idle_growth))
-        {
-            let (sr, er) = (s1 / s0, e1 / e0);
-            let verdict = if sr > er * 1.2 {
-                "Borne out"
-            } else {
-                "Not borne out at this scale"
-            };
-            let _ = writeln!(
-                md,
-                "\n**\"select gets slower as it watches more sockets; epoll does not\"** (001 §7,\n\
-                 000). {verdict}: with {n} idle connections beside 10 active ones, select's\n\
-                 median latency went from {s0:.0} to {s1:.0} µs ({sr:.2}×); epoll's (through\n\
-                 selectors) with {m2} idle went from {e0:.0} to {e1:.0} µs ({er:.2}×). select's\n\
-                 other limit is a wall, not a slope: it cannot watch descriptor 1024 or above\n\
-                 (FD_SETSIZE), and select-echo refuses clients past it (its tests: 1100 clients,\n\
-                 1018 served and the rest told `ERR server full`, with 6 descriptors held before).",
-            );
-        }
+    // 3. select and poll slow as their sets grow (select also stops at
+    //    FD_SETSIZE); epoll does not.
+    let sel = find(all, "select-echo", &["--max-conns", "1010"]).and_then(idle_growth);
+    let pol = find(all, "select-echo", &["--poll"]).and_then(idle_growth);
+    let epo = find(all, "selectors-echo", &[]).and_then(idle_growth);
+    if let (Some((n, s0, s1)), Some((pn, p0, p1)), Some((en, e0, e1))) = (sel, pol, epo) {
+        let (sr, pr, er) = (s1 / s0, p1 / p0, e1 / e0);
+        let verdict = if sr > er * 1.2 && pr > er * 1.2 {
+            "Borne out"
+        } else {
+            "Not borne out at this scale"
+        };
+        let _ = writeln!(
+            md,
+            "\n**\"select and poll get slower as they watch more sockets; epoll does not\"**\n\
+             (001 §7, 000). {verdict}: with {n} idle connections beside 10 active ones,\n\
+             select's median latency went from {s0:.0} to {s1:.0} µs ({sr:.2}×), poll's with\n\
+             {pn} idle from {p0:.0} to {p1:.0} µs ({pr:.2}×); epoll's (through selectors)\n\
+             with {en} idle from {e0:.0} to {e1:.0} µs ({er:.2}×). Every select and poll call\n\
+             hands the kernel every watched socket, and the kernel checks each one;\n\
+             epoll keeps the interest list in the kernel and returns only the ready\n\
+             ones. select's other limit is a wall, not a slope: it cannot watch\n\
+             descriptor 1024 or above (FD_SETSIZE), and select-echo refuses clients\n\
+             past it (its tests: 1100 clients, 1018 served and the rest told\n\
+             `ERR server full`, with 6 descriptors held before). poll has no such wall\n\
+             (its tests: 5000 clients at once, all served).",
+        );
     }
 
     // 4. Threads cost memory (001 §2).
@@ -443,6 +457,41 @@ fn claims(md: &mut String, env: &Env, all: &All) {
              the thread's bookkeeping) against {:.1} KiB for the event loop, {ratio:.1}×.\n\
              Virtual memory is larger still: each thread reserves its full stack.",
             t.rss_per_conn_kib, s.rss_per_conn_kib
+        );
+    }
+
+    // 4b. A process costs more than a thread (004).
+    if let (Some(t), Some(f)) = (thread, find(all, "blocking-echo", &["--mode", "fork"])) {
+        let mem = f.rss_per_conn_kib / t.rss_per_conn_kib.max(0.1);
+        let cpu = |r: &Results| busy_point(r).map(|(_, p)| p.cpu_user + p.cpu_sys);
+        let at1k = |r: &Results| at(r, 1000, 1).map(|p| p.rps);
+        let verdict = if mem > 1.5 {
+            "Borne out"
+        } else {
+            "Not clearly borne out"
+        };
+        let cpu_text = match (cpu(t), cpu(f)) {
+            (Some(ct), Some(cf)) => format!(
+                " Serving 100 connections, the processes used {cf:.2} s of CPU per 100 000\n\
+                 requests against the threads' {ct:.2} s ({:.2}×).",
+                cf / ct.max(1e-9)
+            ),
+            _ => String::new(),
+        };
+        let rps_text = match (at1k(t), at1k(f)) {
+            (Some(rt), Some(rf)) => {
+                format!(" With 1000 connections they answered {rf:.0} requests/s against {rt:.0}.")
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            md,
+            "\n**\"A process per connection has the threads' problems, with more memory and\n\
+             costlier switches\"** (004). {verdict}: each idle connection cost the process\n\
+             per connection {:.1} KiB (PSS of the process tree) against {:.1} KiB (RSS) for a\n\
+             thread, {mem:.1}×.{cpu_text}{rps_text} A switch between processes also\n\
+             changes address space; between threads of one process it does not.",
+            f.rss_per_conn_kib, t.rss_per_conn_kib
         );
     }
 

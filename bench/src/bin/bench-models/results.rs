@@ -23,8 +23,12 @@ pub struct Results {
     /// CPU seconds over the idle window with 10 idle connections.
     pub idle_cpu: f64,
     pub idle_window: f64,
-    /// KiB of RSS per idle connection, and how many were opened.
+    /// KiB of RSS (a forking model: PSS of its tree) per idle connection
+    /// that never spoke, and how many were opened.
     pub rss_per_conn_kib: f64,
+    /// The same for connections that made one round trip first; `None`
+    /// where the model cannot answer that many at once (a pool).
+    pub rss_spoken_kib: Option<f64>,
     pub rss_conns: usize,
     /// Per-request counts at depth 1 and 16, when measured.
     pub counts: Vec<Counts>,

@@ -1,0 +1,132 @@
+//! What the select loop and the poll loop share: a connection, taking the
+//! next client, and one exchange on a ready socket. Only the waiting differs
+//! between the two, and that is all `select.rs` and `poll.rs` hold.
+
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
+use shared::{LineBuffer, Outbox, answer_lines, answer_rest};
+
+/// The article's `select.select(rlist, wlist, [], 0.5)` timeout; the poll
+/// loop waits as long.
+pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One client.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    input: LineBuffer,
+    /// The article's `wdata[sock]`: replies owed. Unlike the article's one
+    /// `send(wdata[sock])`, what the kernel does not take stays here.
+    wdata: Outbox,
+    /// End of input or an over-long line: write what is owed, then close.
+    closing: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, max_line: usize) -> Conn {
+        Conn {
+            stream,
+            peer,
+            input: LineBuffer::new(max_line),
+            wdata: Outbox::new(),
+            closing: false,
+        }
+    }
+}
+
+/// What a connection waits for after an exchange.
+pub enum Next {
+    /// Keep it: watch it for reading, writing, or both.
+    Wait { read: bool, write: bool },
+    /// It is finished (closed gracefully, or broken): forget it.
+    Done,
+}
+
+/// Serves a socket the kernel reported ready: reads if it may, answers,
+/// writes, and says what to watch it for next.
+pub fn serve(conn: &mut Conn) -> Next {
+    match exchange(conn) {
+        Ok(true) => Next::Wait {
+            // A client owed 1 MiB is not read until it drains.
+            read: !conn.closing && !conn.wdata.is_full(),
+            write: !conn.wdata.is_empty(),
+        },
+        Ok(false) => {
+            shared::net::close_gracefully(&conn.stream);
+            info!("{} closed", conn.peer);
+            Next::Done
+        }
+        Err(e) => {
+            debug!("{} dropped: {e}", conn.peer);
+            Next::Done
+        }
+    }
+}
+
+/// Reads what has arrived, answers every complete line, and writes the
+/// replies at once. Returns whether the connection stays open.
+///
+/// The article's loop stores `data.upper()` for `recv(1024)` and sends it on
+/// the next turn, when `select` says the socket is writable: one `recv`
+/// taken for one message, and an extra `select` per reply. Here lines are
+/// framed across reads, and replies are written straight away: a socket is
+/// nearly always writable, so `wlist` is only for what the kernel would not
+/// take yet.
+fn exchange(conn: &mut Conn) -> io::Result<bool> {
+    if !conn.closing && !conn.wdata.is_full() {
+        match conn.input.read_from(&mut conn.stream) {
+            Ok(0) => {
+                let _ = answer_rest(&mut conn.input, b"", conn.wdata.buf_mut());
+                conn.closing = true;
+            }
+            Ok(_) => {
+                if answer_lines(&mut conn.input, b"", conn.wdata.buf_mut()).is_err() {
+                    conn.closing = true;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    conn.wdata.write_to(&mut conn.stream)?;
+    Ok(!(conn.closing && conn.wdata.is_empty()))
+}
+
+/// The article's `conn, addr = sock.accept()`, once: the next waiting
+/// client, already non-blocking, or `None` when nobody is left to take.
+///
+/// Out of descriptors (EMFILE and the like), the client stays queued and
+/// the listener readable, so watching it would spin: `paused_until` tells
+/// the loop to leave the listener out of its wait for a while.
+pub fn accept_next(
+    listener: &TcpListener,
+    shortage: &mut ShortageLog,
+    paused_until: &mut Option<Instant>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(pair) => pair,
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::WouldBlock => return None,
+                AcceptError::Skip => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+                AcceptError::OutOfResources | AcceptError::Fatal => {
+                    shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    *paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return None;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nonblocking(true) {
+            debug!("{peer}: {e}");
+            continue;
+        }
+        return Some((stream, peer));
+    }
+}
