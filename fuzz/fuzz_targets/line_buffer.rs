@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The whole stream at once.
     let mut want = Vec::new();
-    let mut want_error = false;
+    let want_error;
     let mut rest = stream;
     loop {
         match rest.iter().position(|&b| b == b'\n') {

@@ -20,7 +20,6 @@
 //! cargo run -p shared --bin hello-client -- --addr 127.0.0.1:8083    # terminal 2
 //! ```
 
-use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::thread;
@@ -29,7 +28,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use log::{debug, info};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, LineBuffer, Outbox, answer_lines, answer_rest};
+use shared::{EchoArgs, Exchanged, Outbox, Scratch};
 
 #[derive(Parser, Debug)]
 #[command(about = "Echo server that polls non-blocking sockets in a busy loop (article 001 §3)")]
@@ -46,12 +45,16 @@ struct Args {
 /// the ones already connected.
 const ACCEPTS_PER_PASS: usize = 128;
 
-/// One client: its socket and the protocol state around it.
+/// One client: its socket and the protocol state around it. Reads land in
+/// the loop's [`Scratch`] and replies are written from it, so between
+/// passes a connection keeps only an unfinished line and what its socket
+/// would not take: usually nothing, though every pass tries every socket.
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
-    /// Received bytes not yet framed into lines.
-    input: LineBuffer,
+    /// The line still arriving, if any: the only input kept.
+    partial: Vec<u8>,
+    max_line: usize,
     /// Replies owed (the article's `w_list[conn]`), kept across passes
     /// because `write` may take only part of them.
     output: Outbox,
@@ -91,6 +94,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut accept_paused_until = Instant::now();
     let mut idle_passes: u64 = 0;
     let mut last_report = Instant::now();
+    // Where every read lands and every reply batch is built.
+    let mut scratch = Scratch::new();
     shared::net::announce(&listener)?;
 
     loop {
@@ -114,7 +119,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
 
         for (i, conn) in conns.iter_mut().enumerate() {
-            match visit(conn) {
+            match visit(conn, &mut scratch) {
                 Visit::Busy => busy = true,
                 Visit::Idle => {}
                 Visit::Done => del_list.push(i),
@@ -184,8 +189,9 @@ fn accept_new(
         conns.push(Conn {
             stream,
             peer,
-            input: LineBuffer::new(max_line),
-            output: Outbox::new(),
+            partial: Vec::new(),
+            max_line,
+            output: Outbox::spill(),
             closing: false,
         });
     }
@@ -198,28 +204,30 @@ fn accept_new(
 /// reply, then calls `send` once and forgets the rest. Here a read may hold
 /// half a line or many, each complete line gets its reply, and what `write`
 /// did not take waits in `output` for the next pass.
-fn visit(conn: &mut Conn) -> Visit {
+fn visit(conn: &mut Conn, scratch: &mut Scratch) -> Visit {
     let mut busy = false;
 
     // Reading stops while a megabyte of replies is owed, so a client that
     // never reads cannot make us buffer without bound.
     if !conn.closing && !conn.output.is_full() {
-        match conn.input.read_from(&mut conn.stream) {
-            Ok(0) => {
-                // End of stream: answer the unterminated last fragment too.
-                let _ = answer_rest(&mut conn.input, b"", conn.output.buf_mut());
+        // Read into the loop's buffer, answered and written from there.
+        match scratch.exchange(
+            &mut conn.stream,
+            &mut conn.partial,
+            &mut conn.output,
+            conn.max_line,
+            b"",
+        ) {
+            Ok(Exchanged::WouldBlock) => {}
+            Ok(Exchanged::Answered) => busy = true,
+            // End of stream (the unterminated last fragment answered too),
+            // or an over-long line.
+            Ok(Exchanged::End) => {
                 conn.closing = true;
                 busy = true;
             }
-            Ok(_) => {
-                if answer_lines(&mut conn.input, b"", conn.output.buf_mut()).is_err() {
-                    conn.closing = true;
-                }
-                busy = true;
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(e) => {
-                debug!("{} read: {e}", conn.peer);
+                debug!("{} dropped: {e}", conn.peer);
                 return Visit::Done;
             }
         }

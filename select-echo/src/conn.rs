@@ -2,26 +2,30 @@
 //! next client, and one exchange on a ready socket. Only the waiting differs
 //! between the two, and that is all `select.rs` and `poll.rs` hold.
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{LineBuffer, Outbox, answer_lines, answer_rest};
+use shared::{Exchanged, Outbox, Scratch};
 
 /// The article's `select.select(rlist, wlist, [], 0.5)` timeout; the poll
 /// loop waits as long.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One client.
+/// One client. Reads land in the loop's [`Scratch`], and replies are
+/// written from it, so between events a connection keeps only an
+/// unfinished line and what its socket would not take: usually nothing.
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    input: LineBuffer,
+    /// The line still arriving, if any: the only input kept.
+    partial: Vec<u8>,
     /// The article's `wdata[sock]`: replies owed. Unlike the article's one
     /// `send(wdata[sock])`, what the kernel does not take stays here.
     wdata: Outbox,
+    max_line: usize,
     /// End of input or an over-long line: write what is owed, then close.
     closing: bool,
 }
@@ -31,8 +35,9 @@ impl Conn {
         Conn {
             stream,
             peer,
-            input: LineBuffer::new(max_line),
-            wdata: Outbox::new(),
+            partial: Vec::new(),
+            wdata: Outbox::spill(),
+            max_line,
             closing: false,
         }
     }
@@ -48,8 +53,8 @@ pub enum Next {
 
 /// Serves a socket the kernel reported ready: reads if it may, answers,
 /// writes, and says what to watch it for next.
-pub fn serve(conn: &mut Conn) -> Next {
-    match exchange(conn) {
+pub fn serve(conn: &mut Conn, scratch: &mut Scratch) -> Next {
+    match exchange(conn, scratch) {
         Ok(true) => Next::Wait {
             // A client owed 1 MiB is not read until it drains.
             read: !conn.closing && !conn.wdata.is_full(),
@@ -76,21 +81,16 @@ pub fn serve(conn: &mut Conn) -> Next {
 /// framed across reads, and replies are written straight away: a socket is
 /// nearly always writable, so `wlist` is only for what the kernel would not
 /// take yet.
-fn exchange(conn: &mut Conn) -> io::Result<bool> {
+fn exchange(conn: &mut Conn, scratch: &mut Scratch) -> io::Result<bool> {
     if !conn.closing && !conn.wdata.is_full() {
-        match conn.input.read_from(&mut conn.stream) {
-            Ok(0) => {
-                let _ = answer_rest(&mut conn.input, b"", conn.wdata.buf_mut());
-                conn.closing = true;
-            }
-            Ok(_) => {
-                if answer_lines(&mut conn.input, b"", conn.wdata.buf_mut()).is_err() {
-                    conn.closing = true;
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-            Err(e) => return Err(e),
-        }
+        let found = scratch.exchange(
+            &mut conn.stream,
+            &mut conn.partial,
+            &mut conn.wdata,
+            conn.max_line,
+            b"",
+        )?;
+        conn.closing = found == Exchanged::End;
     }
     conn.wdata.write_to(&mut conn.stream)?;
     Ok(!(conn.closing && conn.wdata.is_empty()))

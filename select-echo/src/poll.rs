@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use log::info;
+use shared::Scratch;
 use shared::net::ShortageLog;
 
 use crate::Args;
@@ -47,6 +48,8 @@ struct Server {
     /// then: it stays readable, and watching it would spin.
     accept_paused_until: Option<Instant>,
     shortage: ShortageLog,
+    /// Where every read lands and every reply batch is built.
+    scratch: Scratch,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -60,6 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         max_line: args.echo.max_line,
         accept_paused_until: None,
         shortage: ShortageLog::default(),
+        scratch: Scratch::new(),
     };
     shared::net::announce(&server.listener)?;
 
@@ -154,7 +158,7 @@ impl Server {
         let Some(conn) = self.conns[fd as usize].as_mut() else {
             unreachable!("every entry past the listener's is a connection");
         };
-        match serve(conn) {
+        match serve(conn, &mut self.scratch) {
             Next::Wait { read, write } => {
                 let entry = &mut self.fds[slot];
                 entry.events =

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use log::info;
+use shared::Scratch;
 use shared::net::ShortageLog;
 
 use crate::Args;
@@ -35,6 +36,8 @@ struct Server {
     /// until then: it stays readable, and watching it would spin.
     accept_paused_until: Option<Instant>,
     shortage: ShortageLog,
+    /// Where every read lands and every reply batch is built.
+    scratch: Scratch,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         max_line: args.echo.max_line,
         accept_paused_until: None,
         shortage: ShortageLog::default(),
+        scratch: Scratch::new(),
         listener,
     };
     let listener_fd = server.listener.as_raw_fd();
@@ -152,7 +156,7 @@ impl Server {
         let Some(conn) = self.conns[fd as usize].as_mut() else {
             return;
         };
-        match serve(conn) {
+        match serve(conn, &mut self.scratch) {
             Next::Wait { read, write } => self.watch(fd, read, write),
             Next::Done => self.forget(fd),
         }

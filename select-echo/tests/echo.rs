@@ -158,3 +158,18 @@ fn poll_idle_connections_cost_no_cpu() {
         "{used:?} of CPU in 2 s"
     );
 }
+
+/// An idle connection holds no buffer: 900 connections (below the
+/// FD_SETSIZE wall) that each made a round trip add less than 1 KiB apiece.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_connection_holds_no_buffer() {
+    suite::memory_per_spoken_connection(&SPEC, 900, 1024);
+}
+
+/// The same on poll, with 5000 connections.
+#[cfg(target_os = "linux")]
+#[test]
+fn poll_an_idle_connection_holds_no_buffer() {
+    suite::memory_per_spoken_connection(&POLL, 5000, 1024);
+}

@@ -33,7 +33,7 @@ use clap::Parser;
 use log::{debug, info};
 use polling::{Event, Events, PollMode, Poller};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, LineBuffer, Outbox, answer_lines, answer_rest};
+use shared::{EchoArgs, Exchanged, Outbox, Scratch};
 use slab::Slab;
 
 #[derive(Parser, Debug)]
@@ -88,11 +88,14 @@ enum FileObj {
     Conn(Conn),
 }
 
-/// One client's protocol state.
+/// One client's protocol state. Reads land in the loop's [`Scratch`] and
+/// replies are written from it, so between events a connection keeps only
+/// an unfinished line and what its socket would not take: usually nothing.
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
-    input: LineBuffer,
+    /// The line still arriving, if any: the only input kept.
+    partial: Vec<u8>,
     /// Replies owed. The article calls `send` once and drops what it did
     /// not take; here the rest waits for `EVENT_WRITE`.
     output: Outbox,
@@ -199,6 +202,8 @@ struct Server {
     /// level-triggered, it would report the waiting client on every wait.
     accept_paused_until: Option<Instant>,
     shortage: ShortageLog,
+    /// Where every read lands and every reply batch is built.
+    scratch: Scratch,
 }
 
 fn main() -> ExitCode {
@@ -220,6 +225,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_line: args.echo.max_line,
         accept_paused_until: None,
         shortage: ShortageLog::default(),
+        scratch: Scratch::new(),
     };
     let mut events = Events::new();
     // Ready only now that the poller exists and watches the listener.
@@ -314,8 +320,8 @@ fn accept(server: &mut Server, key: usize, _mask: Mask) {
         let conn = Conn {
             stream,
             peer,
-            input: LineBuffer::new(server.max_line),
-            output: Outbox::new(),
+            partial: Vec::new(),
+            output: Outbox::spill(),
             closing: false,
         };
         // The article's `sel.register(conn, EVENT_READ, read)`.
@@ -337,7 +343,7 @@ fn serve(server: &mut Server, key: usize, mask: Mask) {
     let FileObj::Conn(conn) = &mut server.sel.keys[key].fileobj else {
         unreachable!("serve is only registered for connections");
     };
-    match exchange(conn, mask) {
+    match exchange(conn, mask, &mut server.scratch, server.max_line) {
         Ok(true) => {
             // Reading pauses while a megabyte is owed; writing is asked for
             // only while something is owed, or a level-triggered selector
@@ -376,24 +382,25 @@ fn close(server: &mut Server, key: usize) {
 /// The article answers each `recv(1024)` as one message and `send`s once.
 /// Here a read may hold part of a line or many lines, each gets its reply,
 /// and what `write` did not take waits for the next writable event.
-fn exchange(conn: &mut Conn, mask: Mask) -> io::Result<bool> {
+fn exchange(
+    conn: &mut Conn,
+    mask: Mask,
+    scratch: &mut Scratch,
+    max_line: usize,
+) -> io::Result<bool> {
     if mask.read && !conn.closing {
-        match conn.input.read_from(&mut conn.stream) {
-            Ok(0) => {
-                let _ = answer_rest(&mut conn.input, SUFFIX, conn.output.buf_mut());
-                conn.closing = true;
-            }
-            Ok(_) => {
-                if answer_lines(&mut conn.input, SUFFIX, conn.output.buf_mut()).is_err() {
-                    conn.closing = true;
-                }
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-            Err(e) => return Err(e),
-        }
+        // Read into the loop's buffer, answered and written from there:
+        // straight away, not on the next writable event, since a socket
+        // nearly always has room, and this saves a wait per reply.
+        let found = scratch.exchange(
+            &mut conn.stream,
+            &mut conn.partial,
+            &mut conn.output,
+            max_line,
+            SUFFIX,
+        )?;
+        conn.closing = found == Exchanged::End;
     }
-    // Written straight away, not on the next writable event: a socket
-    // nearly always has room, and this saves a wait per reply.
     conn.output.write_to(&mut conn.stream)?;
     Ok(!(conn.closing && conn.output.is_empty()))
 }

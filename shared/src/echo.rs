@@ -5,7 +5,7 @@
 //! [`Outbox`] keeps what a non-blocking socket has not taken yet: the Python
 //! originals call `send(data)` once and drop whatever it did not write.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use crate::line::{LineBuffer, LineTooLong};
 
@@ -210,22 +210,245 @@ pub fn answer_rest(
     Ok(())
 }
 
+/// Answers the lines of one read that landed in a buffer the event loop
+/// owns (`data`), appending the replies to `out`; `partial` is the
+/// connection's unfinished line, the only input it keeps between reads.
+///
+/// A server that reads each connection into its own [`LineBuffer`] keeps
+/// that buffer (8 KiB and more) for as long as the connection lives. With
+/// this, a connection keeps nothing between lines: complete lines are
+/// answered straight from the loop's buffer, and only a line still
+/// arriving is copied into `partial` (and given back once it is answered).
+///
+/// The rules are [`answer_lines`']: the lines are answered in order, and a
+/// line longer than `max_line` appends `ERR line too long` and returns the
+/// error as soon as the part received passes the limit, at the same point
+/// however the stream was cut into reads.
+pub fn answer_read(
+    partial: &mut Vec<u8>,
+    data: &[u8],
+    max_line: usize,
+    suffix: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), LineTooLong> {
+    let too_long = |out: &mut Vec<u8>| {
+        out.extend_from_slice(ERR_LINE_TOO_LONG);
+        Err(LineTooLong { limit: max_line })
+    };
+    let mut rest = data;
+    // The line that began in an earlier read ends in this one, or not.
+    if !partial.is_empty() {
+        let Some(newline) = memchr::memchr(b'\n', rest) else {
+            if partial.len() + rest.len() > max_line {
+                return too_long(out);
+            }
+            partial.extend_from_slice(rest);
+            return Ok(());
+        };
+        if partial.len() + newline > max_line {
+            return too_long(out);
+        }
+        partial.extend_from_slice(&rest[..newline]);
+        reply_into(partial, suffix, out);
+        // Given back: an idle connection holds no input buffer.
+        *partial = Vec::new();
+        rest = &rest[newline + 1..];
+    }
+    // The complete lines, as batches: one search from the end, as
+    // `LineBuffer::next_lines` does, and a line at a time only when a batch
+    // is longer than one line may be.
+    loop {
+        let found = match rest.last() {
+            Some(b'\n') => Some(rest.len() - 1),
+            _ => memchr::memrchr(b'\n', rest),
+        };
+        let Some(last) = found else { break };
+        let end = if last > max_line {
+            let first = memchr::memchr(b'\n', rest).expect("there is a newline at `last`");
+            if first > max_line {
+                return too_long(out);
+            }
+            first
+        } else {
+            last
+        };
+        let (lines, after) = rest.split_at(end + 1);
+        if suffix.is_empty() {
+            upper_into(lines, out);
+        } else {
+            upper_with_suffix_into(lines, suffix, out);
+        }
+        rest = after;
+        if end == last {
+            break;
+        }
+    }
+    // What follows the last newline starts the next line.
+    if rest.len() > max_line {
+        return too_long(out);
+    }
+    partial.extend_from_slice(rest);
+    Ok(())
+}
+
+/// At end of input, for a connection framed with [`answer_read`]: the
+/// unterminated last fragment, answered as a line.
+pub fn answer_partial_at_end(partial: &mut Vec<u8>, suffix: &[u8], out: &mut Vec<u8>) {
+    if !partial.is_empty() {
+        reply_into(partial, suffix, out);
+        *partial = Vec::new();
+    }
+}
+
+/// The buffers an event loop owns and lends to each ready connection in
+/// turn: every read lands in one, every batch of replies is built in the
+/// other. With these a connection keeps only an unfinished line (if any)
+/// and what its socket would not take (rarely anything), so an idle
+/// connection holds no buffer at all, where a [`LineBuffer`] per connection
+/// would keep its 8 KiB for as long as the connection lives.
+#[derive(Debug)]
+pub struct Scratch {
+    input: Box<[u8]>,
+    output: Vec<u8>,
+}
+
+/// What one read of [`Scratch::exchange`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchanged {
+    /// Nothing to read now.
+    WouldBlock,
+    /// Data, answered.
+    Answered,
+    /// End of input (the unfinished line answered), or an over-long line
+    /// (`ERR line too long` sent): close once what is owed is written.
+    End,
+}
+
+/// What [`Scratch`] reads at once: a few hundred pipelined lines.
+const SCRATCH_READ: usize = 64 * 1024;
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            input: vec![0; SCRATCH_READ].into_boxed_slice(),
+            output: Vec::with_capacity(SCRATCH_READ),
+        }
+    }
+
+    /// One read from `stream` into the loop's buffer; its lines answered
+    /// ([`answer_read`], the unfinished one kept in `partial`); the replies
+    /// written at once, straight from the loop's buffer when nothing is
+    /// owed yet. What the socket does not take is kept in `owed` (after
+    /// what it already held, so the order stays).
+    pub fn exchange<S: Read + Write>(
+        &mut self,
+        stream: &mut S,
+        partial: &mut Vec<u8>,
+        owed: &mut Outbox,
+        max_line: usize,
+        suffix: &[u8],
+    ) -> io::Result<Exchanged> {
+        let n = match stream.read(&mut self.input) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(Exchanged::WouldBlock);
+            }
+            Err(e) => return Err(e),
+        };
+        self.output.clear();
+        let found = if n == 0 {
+            answer_partial_at_end(partial, suffix, &mut self.output);
+            Exchanged::End
+        } else if answer_read(
+            partial,
+            &self.input[..n],
+            max_line,
+            suffix,
+            &mut self.output,
+        )
+        .is_err()
+        {
+            Exchanged::End
+        } else {
+            Exchanged::Answered
+        };
+        if owed.is_empty() {
+            let written = write_some(stream, &self.output)?;
+            owed.buf_mut().extend_from_slice(&self.output[written..]);
+        } else {
+            owed.buf_mut().extend_from_slice(&self.output);
+            owed.write_to(stream)?;
+        }
+        Ok(found)
+    }
+}
+
+/// Writes as much of `bytes` as `dst` takes now; returns how much.
+fn write_some<W: Write + ?Sized>(dst: &mut W, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match dst.write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
 /// Output owed to a non-blocking socket: replies are appended at the back,
 /// the socket takes what it can from the front.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outbox {
     buf: Vec<u8>,
     sent: usize,
+    /// Storage kept once everything is written.
+    keep: usize,
 }
 
-/// Storage an emptied [`Outbox`] keeps; a burst larger than this gives the
-/// rest back once it has been written.
+/// Storage an emptied [`Outbox::new`] keeps; a burst larger than this gives
+/// the rest back once it has been written.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Outbox {
-    /// An empty outbox; it allocates on the first reply.
+    /// An empty outbox, for a server that builds every reply in it; it
+    /// allocates on the first reply and keeps up to 64 KiB once drained.
     pub fn new() -> Self {
-        Self::default()
+        Outbox {
+            buf: Vec::new(),
+            sent: 0,
+            keep: KEEP_CAPACITY,
+        }
+    }
+
+    /// An empty outbox that gives all its storage back each time it
+    /// drains: for a server that writes replies from a buffer of its loop
+    /// ([`Scratch`]) and keeps here only what a socket would not take,
+    /// which is rare. An idle connection then holds no output buffer.
+    pub fn spill() -> Self {
+        Outbox {
+            keep: 0,
+            ..Self::new()
+        }
     }
 
     /// Where replies are appended ([`answer_lines`] writes here).
@@ -262,7 +485,7 @@ impl Outbox {
         if self.sent == self.buf.len() {
             self.sent = 0;
             self.buf.clear();
-            if self.buf.capacity() > KEEP_CAPACITY {
+            if self.buf.capacity() > self.keep {
                 self.buf = Vec::new();
             }
         }

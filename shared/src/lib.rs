@@ -9,5 +9,8 @@ pub mod line;
 pub mod net;
 
 pub use cli::{EchoArgs, ServerArgs};
-pub use echo::{Outbox, answer_lines, answer_rest, reply_into};
+pub use echo::{
+    Exchanged, Outbox, Scratch, answer_lines, answer_partial_at_end, answer_read, answer_rest,
+    reply_into,
+};
 pub use line::{LineBuffer, LineTooLong};

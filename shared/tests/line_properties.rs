@@ -1,7 +1,9 @@
-//! Properties of the line buffer, over arbitrary streams cut arbitrarily.
+//! Properties of line framing, over arbitrary streams cut arbitrarily: the
+//! line buffer, and `answer_read`, which frames reads that land in a buffer
+//! the event loop owns.
 
 use proptest::prelude::*;
-use shared::{LineBuffer, LineTooLong};
+use shared::{LineBuffer, LineTooLong, answer_partial_at_end, answer_read};
 
 /// What splitting the whole stream at once gives: the complete lines up to
 /// the first one longer than `max`, and whether the stream fails there (or
@@ -87,5 +89,63 @@ proptest! {
             // buffered; the reference sees the same at end of stream.
             prop_assert_eq!(error, want_error);
         }
+    }
+}
+
+/// The replies `answer_read` gives for the chunks, with the error flag and
+/// (when there is no error) the unterminated tail answered at the end;
+/// checks on the way that a connection holds no input buffer whenever it
+/// has no unfinished line.
+fn answered(chunks: &[Vec<u8>], max: usize, suffix: &[u8]) -> (Vec<u8>, bool) {
+    let mut partial = Vec::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        if answer_read(&mut partial, chunk, max, suffix, &mut out).is_err() {
+            assert!(out.ends_with(b"ERR line too long\n"));
+            out.truncate(out.len() - b"ERR line too long\n".len());
+            return (out, true);
+        }
+        assert!(
+            partial.len() <= max,
+            "kept {} bytes of a line",
+            partial.len()
+        );
+        if partial.is_empty() {
+            assert_eq!(partial.capacity(), 0, "an empty partial line holds memory");
+        }
+    }
+    answer_partial_at_end(&mut partial, suffix, &mut out);
+    (out, false)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn answer_read_gives_the_same_replies_however_the_reads_are_cut(
+        (stream, cuts) in stream_and_cuts(),
+        max in 0usize..80,
+        with_suffix in any::<bool>(),
+    ) {
+        let suffix: &[u8] = if with_suffix { b"_SB" } else { b"" };
+        let (want_lines, want_error) = reference(&stream, max);
+        let mut want = Vec::new();
+        for line in &want_lines {
+            want.extend(line.to_ascii_uppercase());
+            want.extend_from_slice(suffix);
+            want.push(b'\n');
+        }
+        if !want_error {
+            // At end of stream the tail, if any, is answered as a line.
+            let tail = &stream[stream.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)..];
+            if !tail.is_empty() {
+                want.extend(tail.to_ascii_uppercase());
+                want.extend_from_slice(suffix);
+                want.push(b'\n');
+            }
+        }
+        let (got, error) = answered(&cut(&stream, &cuts), max, suffix);
+        prop_assert_eq!(error, want_error);
+        prop_assert_eq!(got, want);
     }
 }

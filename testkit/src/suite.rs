@@ -524,6 +524,52 @@ fn exhaust_processes(spec: &EchoSpec, server: &TestServer, room: usize) {
     }));
 }
 
+/// Memory per idle connection that has spoken: `conns` clients each make
+/// one round trip and stay connected; the server's resident memory must grow
+/// by less than `limit_bytes` per connection over a baseline taken after
+/// start-up (and after one warm-up client, so that buffers a server sets up
+/// once are in the baseline).
+#[cfg(target_os = "linux")]
+pub fn memory_per_spoken_connection(spec: &EchoSpec, conns: usize, limit_bytes: u64) {
+    use std::time::Duration;
+
+    use super::{eventually, proc, raise_nofile_limit};
+
+    let limit = raise_nofile_limit(2 * conns as u64 + 1000);
+    assert!(
+        limit >= 2 * conns as u64 + 100,
+        "RLIMIT_NOFILE is only {limit}"
+    );
+    let server = spec.start(&[]);
+    let fds = proc::tree_fd_count(server.pid());
+    let mut warm = server.connect();
+    assert_eq!(warm.request("warm up"), spec.reply("warm up"));
+    drop(warm);
+    // The baseline once the warm-up client is gone from the server too.
+    assert!(eventually(|| proc::tree_fd_count(server.pid()) == fds));
+    let before = proc::tree_rss_kib(server.pid());
+    let mut clients: Vec<_> = (0..conns).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = format!("round trip {i}");
+        assert_eq!(c.request(&line), spec.reply(&line));
+    }
+    assert!(eventually(
+        || proc::tree_fd_count(server.pid()) >= fds + conns
+    ));
+    thread::sleep(Duration::from_millis(100));
+    let grown = proc::tree_rss_kib(server.pid()).saturating_sub(before);
+    let per_conn = grown * 1024 / conns as u64;
+    eprintln!(
+        "{} {:?}: RSS grew {grown} KiB for {conns} connections that spoke, {per_conn} bytes each",
+        spec.bin, spec.args
+    );
+    assert!(
+        per_conn < limit_bytes,
+        "{per_conn} bytes per idle connection (limit {limit_bytes})"
+    );
+    drop(clients);
+}
+
 #[cfg(target_os = "linux")]
 fn server_alive(server: &TestServer) -> bool {
     std::path::Path::new(&format!("/proc/{}", server.pid())).exists()
