@@ -62,7 +62,10 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if std::env::var_os("RUST_LOG").is_none() {
+        // Warnings only, unless the test's environment or the command asks
+        // for more (a test that reads an `info` line from the log).
+        let asked = command.get_envs().any(|(k, _)| k == "RUST_LOG");
+        if std::env::var_os("RUST_LOG").is_none() && !asked {
             command.env("RUST_LOG", "warn");
         }
         let mut child = command
@@ -418,6 +421,29 @@ pub fn limit_descriptors(command: &mut Command, limit: u64) {
     unsafe {
         command.pre_exec(move || {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes `command` start with a limit of `limit` queued signals
+/// (`RLIMIT_SIGPENDING`), so a test can overflow a signal-driven server's
+/// real-time signal queue. The limit counts every pending signal of the
+/// user, system-wide.
+#[cfg(target_os = "linux")]
+pub fn limit_pending_signals(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: to_rlim(limit),
+        rlim_max: to_rlim(limit),
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // calls setrlimit, which is async-signal-safe, on a value it owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_SIGPENDING, &lim) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -79,22 +79,33 @@ mod linux {
         /// Seconds per throughput point, after a warm-up (default 2, quick 0.3)
         #[arg(long)]
         pub secs: Option<f64>,
-        /// Measure only the models whose name contains one of these words,
-        /// comma-separated (e.g. `select,poll`); the report then covers only
-        /// them (default: every model)
+        /// Measure only the models whose name starts with one of these,
+        /// comma-separated (e.g. `select,poll`: select, selectors and poll);
+        /// the report then covers only them (default: every model)
         #[arg(long, value_delimiter = ',')]
         pub only: Vec<String>,
+        /// Only the per-request counts (system calls and instructions),
+        /// printed, with no report written: for comparing two builds
+        #[arg(long)]
+        pub counts_only: bool,
+        /// Where the server binaries and loadgen are (default: beside this
+        /// program); with --counts-only, an older build can be counted
+        #[arg(long)]
+        pub bin_dir: Option<PathBuf>,
     }
 
     pub fn run(args: Args) -> anyhow::Result<()> {
-        let bin_dir = std::env::current_exe()?
-            .parent()
-            .context("no directory for this program")?
-            .to_path_buf();
+        let bin_dir = match args.bin_dir.clone() {
+            Some(dir) => dir,
+            None => std::env::current_exe()?
+                .parent()
+                .context("no directory for this program")?
+                .to_path_buf(),
+        };
         let models: Vec<_> = MODELS
             .iter()
             .filter(|m| {
-                args.only.is_empty() || args.only.iter().any(|w| m.name.contains(w.as_str()))
+                args.only.is_empty() || args.only.iter().any(|w| m.name.starts_with(w.as_str()))
             })
             .copied()
             .collect();
@@ -129,6 +140,13 @@ mod linux {
             quick: args.quick,
             models,
         };
+        if args.counts_only {
+            for model in &env.models {
+                eprintln!("== {}", model.name);
+                counts::measure(&env, model)?;
+            }
+            return Ok(());
+        }
         let mut all = measure::grid(&env)?;
         for (model, results) in &mut all {
             eprintln!("== {}", model.name);

@@ -85,6 +85,16 @@ pub const MODELS: &[Model] = &[
         ..ECHO
     },
     Model {
+        name: "signal-driven (SIGRTMIN, signalfd)",
+        bin: "sigio-echo",
+        ..ECHO
+    },
+    Model {
+        name: "coroutines (async-io, one thread)",
+        bin: "coroutine-echo",
+        ..ECHO
+    },
+    Model {
         name: "io_uring completions",
         bin: "iocp-accept",
         ..ECHO

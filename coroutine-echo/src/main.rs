@@ -1,0 +1,240 @@
+//! Coroutines, gevent's model: the echo server written like blocking-echo's
+//! thread per connection (read, answer, write, in a plain loop), but each
+//! connection is a task, and every task runs on one thread.
+//!
+//! Article 002 opens with gevent: one thread, many tasks, and a switch
+//! whenever a task would block on I/O. `monkey.patch_all()` swaps the socket
+//! module for one whose `recv` does not block the thread: when no data is
+//! there, it tells the hub (gevent's event loop) what it waits for and
+//! switches to another greenlet; the hub switches back once the socket is
+//! ready. Here the same three parts are explicit:
+//!
+//! - the patched `recv` is `read_with`: try the read; if it would block,
+//!   register interest with the reactor and yield (`.await`);
+//! - the greenlet switch is the executor (`LocalExecutor`) running another
+//!   task;
+//! - the hub is the reactor's wait: `async-io` over the `polling` crate,
+//!   epoll here, the same loop selectors-echo writes out by hand.
+//!
+//! So the process still blocks in one place only, the reactor's wait for
+//! readiness, exactly as selectors-echo does; what changed is how the code
+//! reads. Waiting for data is the reactor's job; copying it (the read) never
+//! waits, because a task is resumed only once its socket is ready.
+//!
+//! An idle task holds no read buffer: it awaits readiness, then reads into
+//! the thread's scratch buffer without holding it across an `.await`, and
+//! keeps only an unfinished line, if any. Replies are built in the scratch
+//! buffer too and written at once; only what the socket does not take is
+//! copied into the task, which awaits writability until it is gone.
+//!
+//! ```text
+//! cargo run -p coroutine-echo                                  # terminal 1
+//! cargo run -p shared --bin client -- --addr 127.0.0.1:8096    # terminal 2
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use anyhow::Context;
+use async_executor::LocalExecutor;
+use async_io::{Async, Timer};
+use clap::Parser;
+use futures_lite::AsyncWriteExt;
+use log::{debug, info};
+use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
+use shared::{EchoArgs, answer_partial_at_end, answer_read};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Echo server on coroutines: a task per connection, one thread (article 002, gevent)"
+)]
+struct Args {
+    #[command(flatten)]
+    echo: EchoArgs,
+}
+
+/// What one read takes at most: a few hundred pipelined lines.
+const READ_SIZE: usize = 64 * 1024;
+
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8096")]);
+    shared::cli::exit_with(run(&args))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    // `Async::new` registers the listener with the reactor, which it
+    // creates on first use (the poller, and async-io's helper thread).
+    let listener = Async::new(shared::net::listen(&args.echo.server, true)?)
+        .context("cannot register the listener with the reactor")?;
+    // gevent's tasks all run on one thread: a local executor, driven by
+    // `block_on` on this thread, which also waits in the reactor whenever
+    // no task can run.
+    let ex = LocalExecutor::new();
+    shared::net::announce(listener.get_ref())?;
+    async_io::block_on(ex.run(accept_loop(&ex, listener, args)))
+}
+
+/// The accepting task: a task per client, as gevent's `StreamServer`
+/// spawns a greenlet per connection.
+async fn accept_loop(
+    ex: &LocalExecutor<'_>,
+    listener: Async<TcpListener>,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let live = Rc::new(Cell::new(0usize));
+    let max_conns = args.echo.server.max_conns;
+    let max_line = args.echo.max_line;
+    let mut shortage = ShortageLog::default();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::WouldBlock => continue,
+                AcceptError::Skip => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+                // Out of descriptors: the client stays queued and the
+                // listener ready, so trying again at once would spin.
+                // Sleeping is awaiting a timer: the other tasks go on.
+                AcceptError::OutOfResources => {
+                    shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    Timer::after(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+                AcceptError::Fatal => return Err(e).context("accept failed"),
+            },
+        };
+        if live.get() >= max_conns {
+            shortage.hit(&format_args!("{max_conns} connections (--max-conns)"));
+            shared::net::refuse(stream.get_ref());
+            continue;
+        }
+        shortage.clear();
+        info!("{peer} connected");
+        let slot = LiveSlot::take(&live);
+        ex.spawn(async move {
+            let _slot = slot;
+            match serve(stream, peer, max_line).await {
+                Ok(()) => info!("{peer} closed"),
+                // Resets and broken pipes are the client's business.
+                Err(e) => debug!("{peer} dropped: {e}"),
+            }
+        })
+        .detach();
+    }
+}
+
+/// One client, written as blocking-echo's `echo` is: read, answer, write,
+/// until the client leaves or sends an over-long line. Each `.await` is
+/// where gevent would switch greenlets.
+async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> io::Result<()> {
+    // The unfinished line: all the input this task keeps between reads.
+    let mut partial = Vec::new();
+    loop {
+        // gevent's patched `recv`: the read is tried; if it would block,
+        // the task yields until the reactor says the socket is readable.
+        let done = stream
+            .read_with(|socket| {
+                SCRATCH.with_borrow_mut(|scratch| scratch.exchange(socket, &mut partial, max_line))
+            })
+            .await?;
+        // What the socket did not take at once: await room for it, as a
+        // blocking `sendall` would wait, so a client that does not read
+        // holds up only its own task (and no more than one read's replies).
+        if !done.owed.is_empty() {
+            (&stream).write_all(&done.owed).await?;
+        }
+        if done.end {
+            debug!("{peer}: end of input");
+            shared::net::close_gracefully(stream.get_ref());
+            return Ok(());
+        }
+    }
+}
+
+thread_local! {
+    /// The thread's buffers, shared by every task on it: a task borrows
+    /// them only between two `.await`s, never across one.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        input: vec![0; READ_SIZE].into_boxed_slice(),
+        output: Vec::new(),
+    });
+}
+
+/// Where every read lands and every reply batch is built.
+struct Scratch {
+    input: Box<[u8]>,
+    output: Vec<u8>,
+}
+
+/// What one exchange left the task to do.
+struct Exchange {
+    /// Replies the socket did not take, copied out of the scratch buffer.
+    owed: Vec<u8>,
+    /// End of input, or an over-long line: close once `owed` is written.
+    end: bool,
+}
+
+impl Scratch {
+    /// One read, its lines answered, the replies written at once. A read
+    /// that would block returns `WouldBlock`, and `read_with` awaits
+    /// readiness; nothing of this buffer survives that.
+    fn exchange(
+        &mut self,
+        socket: &TcpStream,
+        partial: &mut Vec<u8>,
+        max_line: usize,
+    ) -> io::Result<Exchange> {
+        let n = match (&*socket).read(&mut self.input) {
+            Ok(n) => n,
+            // A signal: try again once the reactor has looked.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            Err(e) => return Err(e),
+        };
+        self.output.clear();
+        let end = if n == 0 {
+            // The client half-closed: the unfinished line is answered too.
+            answer_partial_at_end(partial, b"", &mut self.output);
+            true
+        } else {
+            answer_read(partial, &self.input[..n], max_line, b"", &mut self.output).is_err()
+        };
+        let mut written = 0;
+        while written < self.output.len() {
+            match (&*socket).write(&self.output[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(k) => written += k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Exchange {
+            owed: self.output[written..].to_vec(),
+            end,
+        })
+    }
+}
+
+/// Counts a live connection until dropped.
+struct LiveSlot(Rc<Cell<usize>>);
+
+impl LiveSlot {
+    fn take(live: &Rc<Cell<usize>>) -> LiveSlot {
+        live.set(live.get() + 1);
+        LiveSlot(Rc::clone(live))
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}

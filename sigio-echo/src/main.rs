@@ -1,0 +1,436 @@
+//! Signal-driven I/O, Stevens' fourth model (UNP §6.2), which articles 001
+//! and 002 list and set aside as rarely used: the kernel *tells* the
+//! process that a socket is ready, by sending it a signal.
+//!
+//! Each socket gets `O_ASYNC` (send a signal on readiness), `F_SETOWN`
+//! (send it to this process) and `F_SETSIG(SIGRTMIN)` (send a real-time
+//! signal, not plain SIGIO). Real-time signals queue, one per event, and
+//! each carries the descriptor (`si_fd`) and what happened (`si_band`):
+//! that is the readiness notification. The wait for data is the kernel's,
+//! as with select; the copy (`read`) happens when the signal is taken, and
+//! never waits.
+//!
+//! **Taking the signals.** They are blocked and read synchronously from a
+//! `signalfd`, in batches of up to 64 per `read`, in the main loop: no work
+//! in an asynchronous handler, where almost nothing is safe to call, and one
+//! system call for a whole batch of events where `sigwaitinfo` would take
+//! one per event.
+//!
+//! **Edges, not levels.** A signal is sent when data *arrives*, not while it
+//! is there, so each one is answered by reading until `WouldBlock`; what was
+//! left would otherwise wait for a signal that never comes. A socket that
+//! could not take all its output raises a signal once it has room again.
+//!
+//! **The classic flaw.** The real-time signal queue is bounded
+//! (`RLIMIT_SIGPENDING`). When it is full, the kernel drops the event and
+//! sends plain SIGIO instead, which carries no descriptor and does not
+//! queue: the process knows only that *something* happened. The server then
+//! checks everything it has (accepts until `WouldBlock`, serves every
+//! connection until `WouldBlock`), and logs the overflows once per burst.
+//!
+//! Readiness for thousands of sockets through one signal queue, a signal per
+//! event, and a full scan whenever the queue overflows: that is why epoll
+//! replaced this model. Linux only (`F_SETSIG`).
+//!
+//! ```text
+//! cargo run -p sigio-echo                                      # terminal 1
+//! cargo run -p shared --bin client -- --addr 127.0.0.1:8095    # terminal 2
+//! ```
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shared::EchoArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Echo server on signal-driven I/O: readiness as queued real-time signals (Stevens' fourth model)"
+)]
+struct Args {
+    #[command(flatten)]
+    echo: EchoArgs,
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("error: sigio-echo needs Linux (F_SETSIG and signalfd)");
+    ExitCode::FAILURE
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8095")]);
+    shared::cli::exit_with(server::run(&args))
+}
+
+#[cfg(target_os = "linux")]
+mod server {
+    use std::io::{self, ErrorKind, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::time::Duration;
+
+    use anyhow::Context;
+    use log::{debug, info};
+    use shared::echo::MAX_OWED;
+    use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
+    use shared::{answer_partial_at_end, answer_read};
+
+    use super::Args;
+
+    /// `fcntl(F_SETSIG)`: Linux's value on every architecture
+    /// (asm-generic/fcntl.h); the libc crate does not export it for glibc.
+    const F_SETSIG: libc::c_int = 10;
+    /// Signals taken from the signalfd per `read`.
+    const BATCH: usize = 64;
+    /// What one read takes at most.
+    const READ_SIZE: usize = 64 * 1024;
+
+    /// One client.
+    struct Conn {
+        stream: TcpStream,
+        peer: SocketAddr,
+        /// The unfinished line: all the input kept between reads.
+        partial: Vec<u8>,
+        /// Replies the socket has not taken; empty (and unallocated) most
+        /// of the time.
+        owed: Vec<u8>,
+        /// End of input or an over-long line: write what is owed, then close.
+        closing: bool,
+    }
+
+    struct Server {
+        listener: TcpListener,
+        /// Connections by descriptor: `si_fd` finds them.
+        conns: Vec<Option<Conn>>,
+        live: usize,
+        max_conns: usize,
+        max_line: usize,
+        /// Out of descriptors: accepting waits for SIGALRM.
+        accept_paused: bool,
+        shortage: ShortageLog,
+        /// Where every read lands and every reply batch is built.
+        input: Box<[u8]>,
+        output: Vec<u8>,
+        /// Overflows (plain SIGIO) in the burst going on, for the log.
+        overflows: u64,
+    }
+
+    pub fn run(args: &Args) -> anyhow::Result<()> {
+        let rt = libc::SIGRTMIN();
+        // The signals this server takes, blocked so that none runs a
+        // handler: readiness (SIGRTMIN), queue overflow (SIGIO), and the end
+        // of an accept pause (SIGALRM). The process is single-threaded, so
+        // blocking them here blocks them everywhere.
+        let mask = sigset(&[rt, libc::SIGIO, libc::SIGALRM]);
+        // SAFETY: mask is a valid, initialised sigset_t.
+        if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error()).context("sigprocmask");
+        }
+        // SAFETY: as above; -1 asks for a new signalfd.
+        let sfd = unsafe { libc::signalfd(-1, &mask, libc::SFD_CLOEXEC) };
+        if sfd < 0 {
+            return Err(io::Error::last_os_error()).context("signalfd");
+        }
+        // SAFETY: signalfd returned a new descriptor that nothing else owns.
+        let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
+
+        let listener = shared::net::listen(&args.echo.server, true)?;
+        signal_driven(listener.as_raw_fd(), rt).context("O_ASYNC on the listener")?;
+        let mut server = Server {
+            listener,
+            conns: Vec::new(),
+            live: 0,
+            max_conns: args.echo.server.max_conns,
+            max_line: args.echo.max_line,
+            accept_paused: false,
+            shortage: ShortageLog::default(),
+            input: vec![0; READ_SIZE].into_boxed_slice(),
+            output: Vec::new(),
+            overflows: 0,
+        };
+        shared::net::announce(&server.listener)?;
+        // A client that connected before O_ASYNC was set raised no signal.
+        server.accept_all(rt);
+
+        // SAFETY: signalfd_siginfo is plain data; all zeroes is a value.
+        let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
+        let listener_fd = server.listener.as_raw_fd();
+        loop {
+            // The only wait: for the next batch of signals.
+            // SAFETY: reads at most size_of_val(&infos) bytes into `infos`,
+            // which is writable plain data.
+            let n = unsafe {
+                libc::read(
+                    sfd.as_raw_fd(),
+                    infos.as_mut_ptr().cast(),
+                    size_of_val(&infos),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("reading the signalfd");
+            }
+            let taken = n as usize / size_of::<libc::signalfd_siginfo>();
+            let mut overflowed = false;
+            for info in &infos[..taken] {
+                let signo = info.ssi_signo as libc::c_int;
+                if signo == rt {
+                    // The event: which descriptor, and what happened to it.
+                    let (fd, band) = (info.ssi_fd, info.ssi_band);
+                    debug!("SIGRTMIN fd {fd} band {band:#x}");
+                    if fd == listener_fd {
+                        server.accept_all(rt);
+                    } else {
+                        server.serve(fd);
+                    }
+                } else if signo == libc::SIGIO {
+                    overflowed = true;
+                } else if signo == libc::SIGALRM {
+                    server.accept_paused = false;
+                    server.accept_all(rt);
+                }
+            }
+            if overflowed {
+                // Events were lost, and nothing says which: check everything.
+                if server.overflows == 0 {
+                    info!(
+                        "real-time signal queue full: plain SIGIO, no descriptor; \
+                         checking all {} connections (said once per burst)",
+                        server.live
+                    );
+                }
+                server.overflows += 1;
+                server.accept_all(rt);
+                server.serve_all();
+            } else if server.overflows > 0 {
+                info!(
+                    "signal queue overflowed {} times in this burst; every connection was checked each time",
+                    server.overflows
+                );
+                server.overflows = 0;
+            }
+        }
+    }
+
+    impl Server {
+        /// Accepts until nobody is waiting; every new socket is made
+        /// signal-driven and served once (its data may have come before).
+        fn accept_all(&mut self, rt: libc::c_int) {
+            while !self.accept_paused {
+                let (stream, peer) = match self.listener.accept() {
+                    Ok(pair) => pair,
+                    Err(e) => match classify_accept_error(&e) {
+                        AcceptError::WouldBlock => return,
+                        AcceptError::Skip => {
+                            debug!("accept: {e}");
+                            continue;
+                        }
+                        // Out of descriptors: the client stays queued and
+                        // raises no new signal, so a timer (SIGALRM, taken
+                        // with the others) brings the server back to it.
+                        AcceptError::OutOfResources | AcceptError::Fatal => {
+                            self.shortage
+                                .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                            self.accept_paused = true;
+                            alarm_after(ACCEPT_BACKOFF);
+                            return;
+                        }
+                    },
+                };
+                if self.live >= self.max_conns {
+                    self.shortage.hit(&format_args!(
+                        "{} connections (--max-conns); refusing new clients",
+                        self.max_conns
+                    ));
+                    shared::net::refuse(&stream);
+                    continue;
+                }
+                let fd = stream.as_raw_fd();
+                if let Err(e) = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| signal_driven(fd, rt))
+                {
+                    debug!("{peer}: {e}");
+                    continue;
+                }
+                self.shortage.clear();
+                info!("{peer} connected");
+                let at = fd as usize;
+                if self.conns.len() <= at {
+                    self.conns.resize_with(at + 1, || None);
+                }
+                self.conns[at] = Some(Conn {
+                    stream,
+                    peer,
+                    partial: Vec::new(),
+                    owed: Vec::new(),
+                    closing: false,
+                });
+                self.live += 1;
+                self.serve(fd);
+            }
+        }
+
+        /// After an overflow: every connection, until `WouldBlock`.
+        fn serve_all(&mut self) {
+            for fd in 0..self.conns.len() {
+                if self.conns[fd].is_some() {
+                    self.serve(fd as RawFd);
+                }
+            }
+        }
+
+        /// A signal named `fd` (or an overflow named nobody): write what is
+        /// owed, read and answer until `WouldBlock`, close when done. A
+        /// signal for a descriptor already closed, or reused, finds nothing
+        /// to do: reads would block.
+        fn serve(&mut self, fd: RawFd) {
+            let Some(Some(conn)) = self.conns.get_mut(fd as usize) else {
+                return;
+            };
+            match exchange(conn, &mut self.input, &mut self.output, self.max_line) {
+                Ok(true) => {}
+                Ok(false) => {
+                    shared::net::close_gracefully(&conn.stream);
+                    info!("{} closed", conn.peer);
+                    self.forget(fd);
+                }
+                Err(e) => {
+                    debug!("{} dropped: {e}", conn.peer);
+                    self.forget(fd);
+                }
+            }
+        }
+
+        fn forget(&mut self, fd: RawFd) {
+            self.conns[fd as usize] = None;
+            self.live -= 1;
+        }
+    }
+
+    /// Reads and answers until the socket would block, writing the replies
+    /// at once. Returns whether the connection stays open.
+    fn exchange(
+        conn: &mut Conn,
+        input: &mut [u8],
+        output: &mut Vec<u8>,
+        max_line: usize,
+    ) -> io::Result<bool> {
+        loop {
+            if !write_owed(&mut conn.stream, &mut conn.owed)? && conn.owed.len() >= MAX_OWED {
+                // A client that does not read: stop reading it until the
+                // signal that says its socket has room again.
+                return Ok(true);
+            }
+            if conn.closing {
+                return Ok(!conn.owed.is_empty());
+            }
+            let n = match conn.stream.read(input) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            output.clear();
+            if n == 0 {
+                answer_partial_at_end(&mut conn.partial, b"", output);
+                conn.closing = true;
+            } else if answer_read(&mut conn.partial, &input[..n], max_line, b"", output).is_err() {
+                conn.closing = true;
+            }
+            // Written from the loop's buffer; only the rest is copied.
+            let mut written = 0;
+            if conn.owed.is_empty() {
+                written = write_some(&mut conn.stream, output)?;
+            }
+            conn.owed.extend_from_slice(&output[written..]);
+        }
+    }
+
+    /// Writes what `owed` holds until it is gone (true) or the socket would
+    /// block (false); an emptied `owed` gives its memory back.
+    fn write_owed(stream: &mut TcpStream, owed: &mut Vec<u8>) -> io::Result<bool> {
+        if owed.is_empty() {
+            return Ok(true);
+        }
+        let written = write_some(stream, owed)?;
+        if written == owed.len() {
+            *owed = Vec::new();
+            return Ok(true);
+        }
+        owed.drain(..written);
+        Ok(false)
+    }
+
+    /// Writes as much of `bytes` as the socket takes now; returns how much.
+    fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+        let mut written = 0;
+        while written < bytes.len() {
+            match stream.write(&bytes[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Makes `fd` signal-driven: readiness raises `signal` (a real-time
+    /// signal, so that it queues and carries `fd`) for this process.
+    fn signal_driven(fd: RawFd, signal: libc::c_int) -> io::Result<()> {
+        // SAFETY: fcntl on a descriptor this server owns; the owner and the
+        // signal are set before O_ASYNC turns signals on.
+        unsafe {
+            if libc::fcntl(fd, F_SETSIG, signal) < 0
+                || libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0
+                || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC | libc::O_NONBLOCK) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// A one-shot SIGALRM after `after`.
+    fn alarm_after(after: Duration) {
+        let timer = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_usec: after.subsec_micros() as libc::suseconds_t,
+            },
+        };
+        // SAFETY: setitimer reads the itimerval we own.
+        unsafe {
+            libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
+        }
+    }
+
+    fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set; sigaddset then only
+        // adds valid signal numbers to it.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            for &s in signals {
+                libc::sigaddset(set.as_mut_ptr(), s);
+            }
+            set.assume_init()
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Black-box tests of sigio-echo: the echo suite, and a crowd.
+#![cfg(target_os = "linux")]
+
+use testkit::suite::{EchoSpec, crowd};
+
+const SPEC: EchoSpec = EchoSpec {
+    bin: env!("CARGO_BIN_EXE_sigio-echo"),
+    args: &[],
+    suffix: "",
+    concurrent: true,
+    busy_polls: false,
+};
+
+mod protocol {
+    testkit::echo_suite!(super::SPEC);
+}
+
+/// 2000 clients at once: every one served, each again afterwards, then a
+/// newcomer. Their signals queue (or overflow; either way nobody is lost).
+#[test]
+fn two_thousand_clients_at_once() {
+    let limit = testkit::raise_nofile_limit(8192);
+    assert!(limit >= 4100, "RLIMIT_NOFILE is only {limit}");
+    let server = SPEC.start(&[]);
+    let mut c = crowd(&server, &SPEC, 2000);
+    assert_eq!((c.served.len(), c.refused), (2000, 0));
+    for (i, client) in c.served.iter_mut().enumerate().rev().step_by(7) {
+        let line = format!("again {i}");
+        assert_eq!(client.request(&line), SPEC.reply(&line));
+    }
+    let mut newcomer = server.connect();
+    assert_eq!(newcomer.request("newcomer"), "NEWCOMER\n");
+}
+
+/// Past --max-conns, a client is told and closed; the rest are served.
+#[test]
+fn refuses_past_max_conns() {
+    testkit::suite::refuses_past_max_conns(&SPEC);
+}
+
+/// Waiting for a signal costs nothing: ten idle clients, no CPU to speak of.
+#[test]
+fn idle_connections_cost_no_cpu() {
+    let server = SPEC.start(&[]);
+    let used = testkit::suite::idle_cpu(&server);
+    assert!(
+        used < std::time::Duration::from_millis(200),
+        "{used:?} of CPU in 2 s"
+    );
+}
+
+/// An idle connection holds no buffer: 2000 connections that each made a
+/// round trip add less than 1 KiB apiece.
+#[test]
+fn an_idle_connection_holds_no_buffer() {
+    testkit::suite::memory_per_spoken_connection(&SPEC, 2000, 1024);
+}
+
+/// `--help` is user documentation, with no developer notes in it.
+#[test]
+fn help_is_user_documentation() {
+    testkit::check_help(env!("CARGO_BIN_EXE_sigio-echo"));
+}
