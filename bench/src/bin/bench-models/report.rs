@@ -247,9 +247,11 @@ fn memory_table(md: &mut String, all: &All) {
          parent once per child. A thread costs its stack's touched pages and the\n\
          kernel's thread structures, a process its own page tables and the pages it\n\
          writes. io_uring keeps a receive posted on every connection, into 8 KiB of its\n\
-         line buffer; the busy loop tries a read on every connection on every pass,\n\
-         which makes the line buffer set up the same 8 KiB. The readiness servers\n\
-         allocate it when data first arrives, and keep it.\n\n\
+         line buffer, whether the connection speaks or not. The readiness servers, the\n\
+         signal-driven one and the coroutines read into one buffer their loop owns and\n\
+         keep per connection only a line still arriving, so a connection that spoke\n\
+         costs them no more than a silent one. The HTTP server keeps only a request\n\
+         still arriving.\n\n\
          | model | KiB per silent connection | KiB per connection after one round trip |\n|---|---:|---:|\n",
     );
     for (m, r) in all {
