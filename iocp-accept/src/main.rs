@@ -36,6 +36,8 @@ use shared::EchoArgs;
 #[cfg(windows)]
 mod iocp;
 #[cfg(target_os = "linux")]
+mod multishot;
+#[cfg(target_os = "linux")]
 mod uring;
 
 #[derive(Parser, Debug)]
@@ -46,6 +48,26 @@ mod uring;
 struct Args {
     #[command(flatten)]
     echo: EchoArgs,
+
+    /// Linux: one operation per completion, a buffer per pending receive
+    /// (IOCP's shape), instead of multishot accept and receive from a ring
+    /// of provided buffers; the default on kernels before 6.0
+    #[arg(long)]
+    single_shot: bool,
+
+    /// Linux, multishot: provided receive buffers of 4 KiB in the ring, a
+    /// power of two up to 32768; all are allocated and touched at start
+    #[arg(long, default_value_t = 1024, value_parser = buffers)]
+    buffers: u16,
+}
+
+/// `--buffers`: the kernel wants a power of two, at most 32768.
+fn buffers(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n.is_power_of_two() && n <= 32768 => Ok(n),
+        Ok(_) => Err("must be a power of two from 1 to 32768".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -61,7 +83,15 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 #[cfg(target_os = "linux")]
 fn run(args: Args) -> anyhow::Result<()> {
-    uring::run(args)
+    let ring = uring::new_ring()?;
+    if args.single_shot {
+        return uring::run(&args, ring);
+    }
+    if !uring::multishot_recv_works() {
+        log::info!("this kernel has no multishot receive (Linux 6.0): single-shot operations");
+        return uring::run(&args, ring);
+    }
+    multishot::run(&args, ring)
 }
 
 #[cfg(not(any(windows, target_os = "linux")))]

@@ -1,10 +1,18 @@
-//! The completion model on Linux: io_uring.
+//! The completion model on Linux in IOCP's shape (`--single-shot`, and the
+//! default on kernels before 6.0): one operation, one completion.
 //!
 //! A submission queue entry describes a whole operation (accept, receive,
 //! send) and carries `user_data`, a key of our choosing, as IOCP's
 //! OVERLAPPED address does. `io_uring_enter` hands the kernel the new
 //! entries and waits for completions. Each completion carries the key back,
-//! and `callback_map` turns it into the operation and its callback.
+//! and `callback_map` turns it into the operation and its callback. As with
+//! `WSARecv`, every receive is posted with its own buffer (the connection's
+//! line buffer) and posted again after it completes: a buffer per pending
+//! receive, whether data comes or not. That is the cost of the shape, and
+//! what `multishot.rs` removes.
+//!
+//! This file also sets the ring up for both loops (`new_ring`) and finds
+//! out whether the kernel has multishot receive (`multishot_recv_works`).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -88,8 +96,8 @@ struct Server {
     shortage: ShortageLog,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let ring = new_ring()?;
+pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
+    info!("single-shot operations, IOCP's shape: a buffer per pending receive");
     let listener = shared::net::listen(&args.echo.server, false)?;
     let mut server = Server {
         ring,
@@ -133,27 +141,133 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Creates the ring, or says in one line why the kernel refused.
-fn new_ring() -> anyhow::Result<IoUring> {
-    IoUring::new(RING_ENTRIES).map_err(|e| {
-        let why = match e.raw_os_error() {
-            Some(libc::ENOSYS) => {
-                "io_uring_setup failed with ENOSYS: this kernel has no io_uring, or a seccomp \
-                 filter (such as Docker's default profile) blocks it; allow io_uring_setup, \
-                 io_uring_enter and io_uring_register (e.g. --security-opt seccomp=unconfined)"
+///
+/// `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1): only this thread submits,
+/// and the kernel runs the work that completes operations when this thread
+/// waits in `io_uring_enter`, instead of interrupting it from another CPU.
+/// Before 6.1, `COOP_TASKRUN` (5.19) at least stops those interruptions
+/// being forced; before that, the plain ring. One info line says which.
+pub fn new_ring() -> anyhow::Result<IoUring> {
+    type SetFlags = fn(&mut io_uring::Builder);
+    let attempts: [(&str, SetFlags); 3] = [
+        ("SINGLE_ISSUER | DEFER_TASKRUN", |b| {
+            b.setup_single_issuer().setup_defer_taskrun();
+        }),
+        ("COOP_TASKRUN (no DEFER_TASKRUN: Linux before 6.1)", |b| {
+            b.setup_coop_taskrun();
+        }),
+        ("no task-run flags (Linux before 5.19)", |_| {}),
+    ];
+    let mut last = None;
+    for (name, flags) in attempts {
+        let mut builder = IoUring::builder();
+        flags(&mut builder);
+        builder.setup_cqsize(2 * RING_ENTRIES);
+        match builder.build(RING_ENTRIES) {
+            Ok(ring) => {
+                info!("io_uring set up with {name}");
+                return Ok(ring);
             }
-            Some(libc::EPERM) => {
-                "io_uring_setup failed with EPERM: io_uring is disabled by \
-                 kernel.io_uring_disabled; `sysctl -w kernel.io_uring_disabled=0`, or add \
-                 this user's group to kernel.io_uring_group"
-            }
-            Some(libc::ENOMEM) => {
-                "io_uring_setup failed with ENOMEM: the locked-memory limit is too low for \
-                 the ring (kernels before 5.12 charge it to RLIMIT_MEMLOCK); raise `ulimit -l`"
-            }
-            _ => "io_uring_setup failed",
-        };
-        anyhow::anyhow!("io_uring is not available: {why} ({e})")
-    })
+            // An unknown flag: try the next set.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    Err(unavailable(last.expect("tried at least once")))
+}
+
+/// Whether this kernel has multishot receive (Linux 6.0), found out by
+/// trying it: `IORING_REGISTER_PROBE` lists opcodes, and multishot is a flag
+/// of the receive opcode, not an opcode of its own. On a socket pair with one
+/// byte waiting, a multishot receive from a one-buffer ring either delivers
+/// it (and says more may come) or fails with `EINVAL`.
+pub fn multishot_recv_works() -> bool {
+    try_multishot_recv().unwrap_or(false)
+}
+
+fn try_multishot_recv() -> io::Result<bool> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use types::BufRingEntry;
+
+    // Declared before the ring, so dropped after it: the kernel may use
+    // them until the ring is gone.
+    let mut buf = [0u8; 64];
+    let page = Page::new()?;
+    let mut ring = IoUring::new(4)?;
+    let entry = page.0.cast::<BufRingEntry>();
+    // SAFETY: `entry` is the first descriptor of a zeroed, page-aligned
+    // page, which outlives the ring; the tail lives in that descriptor.
+    unsafe {
+        (*entry).set_addr(buf.as_mut_ptr() as u64);
+        (*entry).set_len(buf.len() as u32);
+        (*entry).set_bid(0);
+        (*BufRingEntry::tail(entry).cast::<AtomicU16>()).store(1, Ordering::Release);
+        ring.submitter()
+            .register_buf_ring_with_flags(entry as u64, 1, 0, 0)?;
+    }
+    let (a, mut b) = std::os::unix::net::UnixStream::pair()?;
+    b.write_all(b"x")?;
+    let recv = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), 0)
+        .build()
+        .user_data(1);
+    // SAFETY: the receive writes only into the registered buffer, which
+    // outlives the ring.
+    unsafe { ring.submission().push(&recv) }.map_err(|_| io::Error::other("queue full"))?;
+    ring.submit_and_wait(1)?;
+    let done = ring
+        .completion()
+        .next()
+        .ok_or_else(|| io::Error::other("no completion"))?;
+    Ok(done.result() == 1 && io_uring::cqueue::more(done.flags()))
+}
+
+/// One zeroed, page-aligned page, freed on drop: a buffer ring's memory.
+struct Page(*mut u8);
+
+impl Page {
+    const LAYOUT: std::alloc::Layout = match std::alloc::Layout::from_size_align(4096, 4096) {
+        Ok(layout) => layout,
+        Err(_) => panic!("a page"),
+    };
+
+    fn new() -> io::Result<Page> {
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(Self::LAYOUT) };
+        if p.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        Ok(Page(p))
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.0, Self::LAYOUT) }
+    }
+}
+
+/// The one line that says why io_uring cannot be used.
+fn unavailable(e: io::Error) -> anyhow::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => {
+            "io_uring_setup failed with ENOSYS: this kernel has no io_uring, or a seccomp \
+             filter (such as Docker's default profile) blocks it; allow io_uring_setup, \
+             io_uring_enter and io_uring_register (e.g. --security-opt seccomp=unconfined)"
+        }
+        Some(libc::EPERM) => {
+            "io_uring_setup failed with EPERM: io_uring is disabled by \
+             kernel.io_uring_disabled; `sysctl -w kernel.io_uring_disabled=0`, or add \
+             this user's group to kernel.io_uring_group"
+        }
+        Some(libc::ENOMEM) => {
+            "io_uring_setup failed with ENOMEM: the locked-memory limit is too low for \
+             the ring (kernels before 5.12 charge it to RLIMIT_MEMLOCK); raise `ulimit -l`"
+        }
+        _ => "io_uring_setup failed",
+    };
+    anyhow::anyhow!("io_uring is not available: {why} ({e})")
 }
 
 impl Server {

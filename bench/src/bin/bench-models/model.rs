@@ -95,8 +95,14 @@ pub const MODELS: &[Model] = &[
         ..ECHO
     },
     Model {
-        name: "io_uring completions",
+        name: "io_uring multishot",
         bin: "iocp-accept",
+        ..ECHO
+    },
+    Model {
+        name: "io_uring single-shot (the IOCP shape)",
+        bin: "iocp-accept",
+        args: &["--single-shot"],
         ..ECHO
     },
     Model {
