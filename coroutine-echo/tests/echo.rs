@@ -1,6 +1,6 @@
 //! Black-box tests of coroutine-echo.
 
-use testkit::suite::{EchoSpec, crowd};
+use testkit::suite::EchoSpec;
 
 const SPEC: EchoSpec = EchoSpec {
     bin: env!("CARGO_BIN_EXE_coroutine-echo"),
@@ -19,22 +19,7 @@ mod protocol {
 #[cfg(unix)]
 #[test]
 fn five_thousand_clients_at_once() {
-    let limit = testkit::raise_nofile_limit(12_000);
-    assert!(limit >= 10_100, "RLIMIT_NOFILE is only {limit}");
-    let server = SPEC.start(&[]);
-    let mut c = crowd(&server, &SPEC, 5000);
-    eprintln!(
-        "5000 clients: {} served, {} refused",
-        c.served.len(),
-        c.refused
-    );
-    assert_eq!((c.served.len(), c.refused), (5000, 0));
-    for (i, client) in c.served.iter_mut().enumerate().rev().step_by(7) {
-        let line = format!("again {i}");
-        assert_eq!(client.request(&line), SPEC.reply(&line));
-    }
-    let mut newcomer = server.connect();
-    assert_eq!(newcomer.request("newcomer"), "NEWCOMER\n");
+    testkit::suite::all_served_at_once(&SPEC, 5000);
 }
 
 /// Past --max-conns, a client is told and closed; the rest are served.
@@ -47,12 +32,7 @@ fn refuses_past_max_conns() {
 #[cfg(target_os = "linux")]
 #[test]
 fn idle_connections_cost_no_cpu() {
-    let server = SPEC.start(&[]);
-    let used = testkit::suite::idle_cpu(&server);
-    assert!(
-        used < std::time::Duration::from_millis(200),
-        "{used:?} of CPU in 2 s"
-    );
+    testkit::suite::idle_costs_no_cpu(&SPEC);
 }
 
 /// An idle task holds no buffer: 5000 connections that each made a round

@@ -134,8 +134,6 @@ fn an_idle_connection_holds_no_buffer() {
 #[test]
 fn every_reply_arrives_when_the_buffer_ring_runs_dry() {
     use std::process::Command;
-    use std::sync::Barrier;
-    use std::thread;
 
     if !uring_available() {
         return;
@@ -146,28 +144,7 @@ fn every_reply_arrives_when_the_buffer_ring_runs_dry() {
     let mut command = Command::new(SPEC.bin);
     command.args(["--buffers", "4"]).env("RUST_LOG", "debug");
     let server = testkit::TestServer::start_command(command);
-    let start_together = Barrier::new(CLIENTS);
-    thread::scope(|s| {
-        for c in 0..CLIENTS {
-            let (server, start_together) = (&server, &start_together);
-            s.spawn(move || {
-                let mut client = server.connect();
-                start_together.wait();
-                let batch: String = (0..REQUESTS)
-                    .map(|r| format!("client {c} line {r}\n"))
-                    .collect();
-                client.send(batch.as_bytes());
-                for r in 0..REQUESTS {
-                    let want = format!("CLIENT {c} LINE {r}\n");
-                    assert_eq!(client.read_line().unwrap(), want.as_bytes());
-                }
-                for r in 0..REQUESTS {
-                    let line = format!("client {c} again {r}");
-                    assert_eq!(client.request(&line), format!("{}\n", line.to_uppercase()));
-                }
-            });
-        }
-    });
+    testkit::suite::burst(&server, &SPEC, CLIENTS, REQUESTS);
     let log = server.stop();
     let rearmed = log
         .lines()

@@ -89,12 +89,7 @@ fn crowd_at_the_fd_setsize_wall() {
 #[cfg(target_os = "linux")]
 #[test]
 fn idle_connections_cost_no_cpu() {
-    let server = SPEC.start(&[]);
-    let used = suite::idle_cpu(&server);
-    assert!(
-        used < std::time::Duration::from_millis(200),
-        "{used:?} of CPU in 2 s"
-    );
+    suite::idle_costs_no_cpu(&SPEC);
 }
 
 /// `--help` is user documentation, with no developer notes in it.
@@ -107,28 +102,7 @@ fn help_is_user_documentation() {
 /// again afterwards, then a newcomer.
 #[test]
 fn poll_serves_five_thousand_clients_at_once() {
-    let limit = raise_nofile_limit(12_000);
-    assert!(limit >= 10_100, "RLIMIT_NOFILE is only {limit}");
-    let server = POLL.start(&[]);
-    let mut c = crowd(&server, &POLL, 5000);
-    eprintln!(
-        "poll, 5000 clients: {} served, {} refused",
-        c.served.len(),
-        c.refused
-    );
-    assert_eq!((c.served.len(), c.refused), (5000, 0));
-    // Leave from the middle, so that swap-removed entries move about.
-    let stay = c.served.split_off(2500);
-    let mut gone = c.served;
-    gone.truncate(1000);
-    drop(gone);
-    let mut stay = stay;
-    for (i, client) in stay.iter_mut().enumerate().step_by(7) {
-        let line = format!("again {i}");
-        assert_eq!(client.request(&line), POLL.reply(&line));
-    }
-    let mut newcomer = server.connect();
-    assert_eq!(newcomer.request("newcomer"), "NEWCOMER\n");
+    suite::all_served_at_once(&POLL, 5000);
 }
 
 /// poll's --max-conns default is 10 000, not select's 1000: 1100 clients
@@ -151,12 +125,7 @@ fn poll_refuses_past_max_conns() {
 #[cfg(target_os = "linux")]
 #[test]
 fn poll_idle_connections_cost_no_cpu() {
-    let server = POLL.start(&[]);
-    let used = suite::idle_cpu(&server);
-    assert!(
-        used < std::time::Duration::from_millis(200),
-        "{used:?} of CPU in 2 s"
-    );
+    suite::idle_costs_no_cpu(&POLL);
 }
 
 /// An idle connection holds no buffer: 900 connections (below the

@@ -1,7 +1,7 @@
 //! Black-box tests of sigio-echo: the echo suite, and a crowd.
 #![cfg(target_os = "linux")]
 
-use testkit::suite::{EchoSpec, crowd};
+use testkit::suite::EchoSpec;
 
 const SPEC: EchoSpec = EchoSpec {
     bin: env!("CARGO_BIN_EXE_sigio-echo"),
@@ -19,17 +19,7 @@ mod protocol {
 /// newcomer. Their signals queue (or overflow; either way nobody is lost).
 #[test]
 fn two_thousand_clients_at_once() {
-    let limit = testkit::raise_nofile_limit(8192);
-    assert!(limit >= 4100, "RLIMIT_NOFILE is only {limit}");
-    let server = SPEC.start(&[]);
-    let mut c = crowd(&server, &SPEC, 2000);
-    assert_eq!((c.served.len(), c.refused), (2000, 0));
-    for (i, client) in c.served.iter_mut().enumerate().rev().step_by(7) {
-        let line = format!("again {i}");
-        assert_eq!(client.request(&line), SPEC.reply(&line));
-    }
-    let mut newcomer = server.connect();
-    assert_eq!(newcomer.request("newcomer"), "NEWCOMER\n");
+    testkit::suite::all_served_at_once(&SPEC, 2000);
 }
 
 /// Past --max-conns, a client is told and closed; the rest are served.
@@ -41,12 +31,7 @@ fn refuses_past_max_conns() {
 /// Waiting for a signal costs nothing: ten idle clients, no CPU to speak of.
 #[test]
 fn idle_connections_cost_no_cpu() {
-    let server = SPEC.start(&[]);
-    let used = testkit::suite::idle_cpu(&server);
-    assert!(
-        used < std::time::Duration::from_millis(200),
-        "{used:?} of CPU in 2 s"
-    );
+    testkit::suite::idle_costs_no_cpu(&SPEC);
 }
 
 /// An idle connection holds no buffer: 2000 connections that each made a

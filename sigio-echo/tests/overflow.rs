@@ -4,10 +4,17 @@
 #![cfg(target_os = "linux")]
 
 use std::process::Command;
-use std::sync::Barrier;
-use std::thread;
 
 use testkit::TestServer;
+use testkit::suite::EchoSpec;
+
+const SPEC: EchoSpec = EchoSpec {
+    bin: env!("CARGO_BIN_EXE_sigio-echo"),
+    args: &[],
+    suffix: "",
+    concurrent: true,
+    busy_polls: false,
+};
 
 /// With room for 4 queued signals, 200 clients sending at once overflow the
 /// queue. The kernel falls back to plain SIGIO, the server checks every
@@ -22,34 +29,11 @@ fn every_reply_arrives_when_the_signal_queue_overflows() {
         limit >= 2 * CLIENTS as u64 + 100,
         "RLIMIT_NOFILE is only {limit}"
     );
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sigio-echo"));
+    let mut command = Command::new(SPEC.bin);
     command.env("RUST_LOG", "info");
     testkit::limit_pending_signals(&mut command, 4);
     let server = TestServer::start_command(command);
-    let start_together = Barrier::new(CLIENTS);
-    thread::scope(|s| {
-        for c in 0..CLIENTS {
-            let (server, start_together) = (&server, &start_together);
-            s.spawn(move || {
-                let mut client = server.connect();
-                start_together.wait();
-                // A batch per write, so that many sockets become ready in
-                // the same instant, then one line at a time.
-                let batch: String = (0..REQUESTS)
-                    .map(|r| format!("client {c} line {r}\n"))
-                    .collect();
-                client.send(batch.as_bytes());
-                for r in 0..REQUESTS {
-                    let want = format!("CLIENT {c} LINE {r}\n");
-                    assert_eq!(client.read_line().unwrap(), want.as_bytes());
-                }
-                for r in 0..REQUESTS {
-                    let line = format!("client {c} again {r}");
-                    assert_eq!(client.request(&line), format!("{}\n", line.to_uppercase()));
-                }
-            });
-        }
-    });
+    testkit::suite::burst(&server, &SPEC, CLIENTS, REQUESTS);
     let log = server.stop();
     let overflow = log
         .lines()
