@@ -7,6 +7,7 @@
 //! | provided buffer ring (`IORING_REGISTER_PBUF_RING`) | 5.19 | receive buffers belong to the loop, not to each connection: a buffer is taken only when data arrives |
 //! | multishot receive (`RecvMulti`) | 6.0 | one receive per connection, armed once |
 //! | `SINGLE_ISSUER` + `DEFER_TASKRUN` | 6.1 | the kernel runs completion work when we wait for it, not by interrupting us on another CPU |
+//! | a minimum wait (`min_wait_usec`, `IORING_FEAT_MIN_TIMEOUT`) | 6.12 | one `io_uring_enter` per batch, not two: see [`Server::wait`] |
 //!
 //! IOCP's shape (and `--single-shot`'s, in `uring.rs`) is one operation, one
 //! completion: every `WSARecv` is posted with its own buffer, completes once,
@@ -42,6 +43,23 @@ const BGID: u16 = 0;
 pub const BUF_SIZE: usize = 4096;
 /// Send buffers past this size are not kept for reuse.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// How long a wait for more than one completion may hold back those
+/// already there: the most a short send's continuation waits when nothing
+/// else happens (see [`Server::wait`]).
+const MIN_WAIT_USEC: u32 = 50;
+
+/// `struct io_uring_getevents_arg`, the extended argument of
+/// `io_uring_enter` (`IORING_ENTER_EXT_ARG`). The io-uring crate's
+/// `SubmitArgs` does not yet set `min_wait_usec`, so the loop passes its own.
+#[repr(C)]
+#[derive(Default)]
+struct GetEventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    /// A `__kernel_timespec` pointer; 0, no timeout.
+    ts: u64,
+}
 
 /// An operation handed to the kernel and not yet finished: the value in
 /// `callback_map` for the key it was submitted with. A multishot operation
@@ -192,6 +210,10 @@ struct Server {
     starved: Vec<usize>,
     /// Receives re-armed after `-ENOBUFS`, for the log.
     rearmed_after_enobufs: u64,
+    /// Sends submitted and not yet completed (see [`Server::wait`]).
+    sends_in_flight: u32,
+    /// The kernel has `min_wait_usec` (Linux 6.12).
+    min_wait: bool,
     max_conns: usize,
     max_line: usize,
     shortage: ShortageLog,
@@ -204,6 +226,10 @@ pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
         "multishot accept and receive, {entries} provided buffers of {} KiB",
         BUF_SIZE / 1024
     );
+    let min_wait = ring.params().is_feature_min_timeout();
+    if !min_wait {
+        info!("no minimum wait (Linux 6.12): two io_uring_enter calls a batch");
+    }
     let listener = shared::net::listen(&args.echo.server, false)?;
     let mut server = Server {
         ring,
@@ -214,6 +240,8 @@ pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
         spare: Vec::new(),
         starved: Vec::new(),
         rearmed_after_enobufs: 0,
+        sends_in_flight: 0,
+        min_wait,
         max_conns: args.echo.server.max_conns,
         max_line: args.echo.max_line,
         shortage: ShortageLog::default(),
@@ -222,19 +250,18 @@ pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
     let mut completed = Vec::new();
     shared::net::announce(&server.listener)?;
     loop {
-        // Step 3: hand over what was queued, wait for at least one completion.
-        match server.ring.submit_and_wait(1) {
-            Ok(_) => {}
+        // Step 3: hand over what was queued, wait for completions.
+        match server.wait() {
+            Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            // A wait with a timeout (see `wait`) ended by it.
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
             Err(e) => return Err(e).context("io_uring_enter"),
         }
-        let mut cq = server.ring.completion();
-        completed.reserve(cq.len());
-        for c in &mut cq {
-            completed.push((c.user_data(), c.result(), c.flags()));
-        }
-        drop(cq);
+        // Copied out, so that the callbacks may queue new operations.
+        let cq = server.ring.completion();
+        completed.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
         for (key, result, flags) in completed.drain(..) {
             let key = key as usize;
             // Step 4: the key finds the operation, the operation its
@@ -278,6 +305,46 @@ pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
 }
 
 impl Server {
+    /// Step 3: submits what is queued and waits.
+    ///
+    /// Most sends complete while `io_uring_enter` submits them, so waiting
+    /// for one completion would return at once with only those, and the
+    /// loop would enter again to wait for the next request: two calls a
+    /// batch. Instead, with sends in flight, it waits for one completion
+    /// more than there are sends, so the call returns when the next request
+    /// (or accept) comes. A send that does not complete at once (its client
+    /// is not reading) must not hold the others back for long: once
+    /// `MIN_WAIT_USEC` has passed, any completion is enough (Linux 6.12;
+    /// before that, one completion, and two calls a batch).
+    fn wait(&mut self) -> io::Result<()> {
+        if !self.min_wait || self.sends_in_flight == 0 {
+            return self.ring.submit_and_wait(1).map(drop);
+        }
+        let to_submit = self.ring.submission().len() as u32;
+        // Past the minimum wait with no completion at all, the kernel waits
+        // on for this long; without it, it would return after the minimum
+        // wait and the loop would spin.
+        let timeout = types::Timespec::new().sec(3600);
+        let arg = GetEventsArg {
+            min_wait_usec: MIN_WAIT_USEC,
+            ts: &raw const timeout as u64,
+            ..GetEventsArg::default()
+        };
+        let flags = io_uring::EnterFlags::GETEVENTS | io_uring::EnterFlags::EXT_ARG;
+        // SAFETY: `to_submit` entries are queued, and `arg` (and the
+        // timespec it points to) is the argument `IORING_ENTER_EXT_ARG`
+        // asks for, valid during the call.
+        unsafe {
+            self.ring.submitter().enter(
+                to_submit,
+                self.sends_in_flight + 1,
+                flags.bits(),
+                Some(&arg),
+            )
+        }
+        .map(drop)
+    }
+
     /// Steps 1 and 2: stores `op` in `callback_map` and queues `entry` with
     /// its key. `entry` points only into memory `op` (or the buffer ring,
     /// which outlives every operation) owns.
@@ -440,7 +507,26 @@ impl Server {
             // armed again below, unless back-pressure says otherwise.
             _ => {}
         }
+        self.settle(conn)
+    }
+
+    /// After a completion: sends what is owed, stops or restarts receiving,
+    /// and closes the connection once it is done. Inlined into both
+    /// callbacks, with the rare cases kept out of line.
+    #[inline]
+    fn settle(&mut self, conn: usize) -> io::Result<()> {
         self.post_send(conn)?;
+        let c = &self.conns[conn];
+        // Receiving, as it should: the common case, with nothing to change.
+        if c.recv.is_some() && !c.closing && c.owed.len() < MAX_OWED {
+            return Ok(());
+        }
+        self.change_course(conn)
+    }
+
+    /// The rare part of [`Server::settle`].
+    #[inline(never)]
+    fn change_course(&mut self, conn: usize) -> io::Result<()> {
         self.apply_backpressure(conn)?;
         self.close_if_done(conn)
     }
@@ -489,6 +575,7 @@ impl Server {
         )
         .build();
         c.send_in_flight = true;
+        self.sends_in_flight += 1;
         self.submit(Op::Send { conn, buf, sent }, entry).map(drop)
     }
 
@@ -500,6 +587,7 @@ impl Server {
         sent: usize,
         result: i32,
     ) -> io::Result<()> {
+        self.sends_in_flight -= 1;
         let c = &mut self.conns[conn];
         c.send_in_flight = false;
         if c.broken {
@@ -524,9 +612,7 @@ impl Server {
             buf.clear();
             self.spare.push(buf);
         }
-        self.post_send(conn)?;
-        self.apply_backpressure(conn)?;
-        self.close_if_done(conn)
+        self.settle(conn)
     }
 
     /// Closes a finished connection once everything owed was sent and its

@@ -35,25 +35,39 @@ pub fn reply_into(line: &[u8], suffix: &[u8], out: &mut Vec<u8>) {
 /// The standard `make_ascii_uppercase` goes a byte at a time, and the
 /// compiler's own vector loop only starts at 64 bytes, past a typical line:
 /// that made up most of a request's user-space instructions. Lines go
-/// through [`block16`] 16 bytes at a time instead.
+/// through [`block16`] 16 bytes at a time instead, each stored straight into
+/// `out`'s spare capacity: a line that is not a multiple of 16 ends with
+/// one more block, its last 16 bytes, which overlaps the one before it and
+/// rewrites those bytes with the same values. So every store is of 16
+/// bytes, with no `memcpy` call for the remainder.
 #[inline]
 fn upper_into(src: &[u8], out: &mut Vec<u8>) {
-    out.reserve(src.len());
-    let mut blocks = src.chunks_exact(16);
-    for block in &mut blocks {
-        out.extend_from_slice(&block16::upper(block.try_into().expect("16 bytes")));
-    }
-    let tail = blocks.remainder();
-    if tail.is_empty() {
+    let len = src.len();
+    if len < 16 {
+        out.extend(src.iter().map(u8::to_ascii_uppercase));
         return;
     }
-    if let Some(last) = src.len().checked_sub(16) {
-        // The last 16 bytes as one more block; only its unwritten end is kept.
-        let block = block16::upper(src[last..].try_into().expect("16 bytes"));
-        out.extend_from_slice(&block[16 - tail.len()..]);
-    } else {
-        out.extend(tail.iter().map(u8::to_ascii_uppercase));
+    out.reserve(len);
+    let start = out.len();
+    let dst = &mut out.spare_capacity_mut()[..len];
+    let mut store = |at: usize| {
+        let block = block16::upper(src[at..at + 16].try_into().expect("16 bytes"));
+        let slot: &mut [std::mem::MaybeUninit<u8>; 16] =
+            (&mut dst[at..at + 16]).try_into().expect("16 bytes");
+        *slot = block.map(std::mem::MaybeUninit::new);
+    };
+    let mut at = 0;
+    while at + 16 <= len {
+        store(at);
+        at += 16;
     }
+    if at < len {
+        store(len - 16);
+    }
+    // SAFETY: the `len` bytes after `start` were all written above: the
+    // blocks at 0, 16, ... and, when `len` is not a multiple of 16, the
+    // block at `len - 16` covers the rest.
+    unsafe { out.set_len(start + len) }
 }
 
 /// Appends the replies to a batch of complete lines when each reply needs
@@ -231,6 +245,16 @@ pub fn answer_read(
     suffix: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), LineTooLong> {
+    // The common case, a read of whole lines: no line can be too long when
+    // the whole read is not, and the replies are the read upper-cased.
+    if partial.is_empty()
+        && suffix.is_empty()
+        && data.last() == Some(&b'\n')
+        && data.len() <= max_line
+    {
+        upper_into(data, out);
+        return Ok(());
+    }
     let too_long = |out: &mut Vec<u8>| {
         out.extend_from_slice(ERR_LINE_TOO_LONG);
         Err(LineTooLong { limit: max_line })
