@@ -210,8 +210,8 @@ struct Server {
     starved: Vec<usize>,
     /// Receives re-armed after `-ENOBUFS`, for the log.
     rearmed_after_enobufs: u64,
-    /// Sends submitted and not yet completed (see [`Server::wait`]).
-    sends_in_flight: u32,
+    /// Sends queued since the last wait (see [`Server::wait`]).
+    sends_queued: u32,
     /// The kernel has `min_wait_usec` (Linux 6.12).
     min_wait: bool,
     max_conns: usize,
@@ -240,7 +240,7 @@ pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
         spare: Vec::new(),
         starved: Vec::new(),
         rearmed_after_enobufs: 0,
-        sends_in_flight: 0,
+        sends_queued: 0,
         min_wait,
         max_conns: args.echo.server.max_conns,
         max_line: args.echo.max_line,
@@ -310,14 +310,16 @@ impl Server {
     /// Most sends complete while `io_uring_enter` submits them, so waiting
     /// for one completion would return at once with only those, and the
     /// loop would enter again to wait for the next request: two calls a
-    /// batch. Instead, with sends in flight, it waits for one completion
-    /// more than there are sends, so the call returns when the next request
-    /// (or accept) comes. A send that does not complete at once (its client
-    /// is not reading) must not hold the others back for long: once
-    /// `MIN_WAIT_USEC` has passed, any completion is enough (Linux 6.12;
-    /// before that, one completion, and two calls a batch).
+    /// batch. Instead it waits for one completion more than the sends it
+    /// is about to submit, so the call returns when the next request (or
+    /// accept) comes. Only this batch's sends count: one that did not
+    /// complete at once (its client is not reading) is not waited for
+    /// again. And it holds nothing back for long: once `MIN_WAIT_USEC` has
+    /// passed, any completion is enough (Linux 6.12; before that, one
+    /// completion, and two calls a batch).
     fn wait(&mut self) -> io::Result<()> {
-        if !self.min_wait || self.sends_in_flight == 0 {
+        let sends = std::mem::take(&mut self.sends_queued);
+        if !self.min_wait || sends == 0 {
             return self.ring.submit_and_wait(1).map(drop);
         }
         let to_submit = self.ring.submission().len() as u32;
@@ -337,7 +339,7 @@ impl Server {
         unsafe {
             self.ring.submitter().enter(
                 to_submit,
-                self.sends_in_flight + 1,
+                sends + 1,
                 flags.bits(),
                 Some(&arg),
             )
@@ -575,7 +577,7 @@ impl Server {
         )
         .build();
         c.send_in_flight = true;
-        self.sends_in_flight += 1;
+        self.sends_queued += 1;
         self.submit(Op::Send { conn, buf, sent }, entry).map(drop)
     }
 
@@ -587,7 +589,6 @@ impl Server {
         sent: usize,
         result: i32,
     ) -> io::Result<()> {
-        self.sends_in_flight -= 1;
         let c = &mut self.conns[conn];
         c.send_in_flight = false;
         if c.broken {
