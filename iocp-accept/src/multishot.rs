@@ -337,12 +337,9 @@ impl Server {
         // timespec it points to) is the argument `IORING_ENTER_EXT_ARG`
         // asks for, valid during the call.
         unsafe {
-            self.ring.submitter().enter(
-                to_submit,
-                sends + 1,
-                flags.bits(),
-                Some(&arg),
-            )
+            self.ring
+                .submitter()
+                .enter(to_submit, sends + 1, flags.bits(), Some(&arg))
         }
         .map(drop)
     }

@@ -79,7 +79,8 @@ pub const TARGETS: &[Target] = &[
         http: false,
         note: "The main thread blocks in `accept` and hands the connection to a new \
                thread (`clone3`); that thread blocks inside `recvfrom` for each line. \
-               The two threads' calls interleave differently from run to run.",
+               The new thread's start-up (the mappings glibc makes for its stack and \
+               heap) and how the two threads' calls interleave vary from run to run.",
     },
     Target {
         krate: "blocking-echo",
@@ -192,7 +193,8 @@ pub const TARGETS: &[Target] = &[
                waits in `epoll_pwait` itself, but after 10 ms with no event async-io's \
                helper thread takes the reactor, and from then on it waits in \
                `epoll_pwait` and wakes `main`, parked on a futex, for every event. The \
-               futexes between the two threads vary from run to run.",
+               futexes between the two threads, and which of them makes the reactor's \
+               `timerfd_settime` and `epoll_ctl` calls, vary from run to run.",
     },
 ];
 

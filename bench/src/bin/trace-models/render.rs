@@ -14,8 +14,13 @@ use crate::client::{BATCH, STEP_NAMES};
 use crate::strace::{Call, Trace};
 
 /// A wait that took longer than this blocked: the process slept in it.
-/// Calls that return at once take a few microseconds, even under strace.
-const BLOCKED: f64 = 50e-6;
+/// The client pauses 10 ms before each step, so a wait that slept until
+/// the client acted takes milliseconds; a call that did not sleep takes
+/// microseconds, or a few hundred under strace.
+const BLOCKED: f64 = 1e-3;
+/// How long after the last reply a wait may begin and still be shown: the
+/// server going back to its wait, which it is still in when stopped.
+const TRAIL: f64 = 5e-3;
 /// strace's clock for a call's return can be a little off the client's
 /// for its step: a call that returned within this of the last reply had
 /// returned, and a long wait that ended within this of a step's start was
@@ -189,8 +194,11 @@ impl Shown {
             let returned = c.finished && c.end() <= steps.end + SLACK;
             // Begun before the last reply, and either since the connect or
             // in a wait the connect ended.
-            let inside = c.start <= steps.end
-                && (c.start >= steps.connect || returned && c.end() >= steps.connect);
+            let inside = if c.start > steps.end {
+                !returned && c.start <= steps.end + TRAIL
+            } else {
+                c.start >= steps.connect || returned && c.end() >= steps.connect
+            };
             if !inside || c.name == "+++" {
                 continue;
             }
@@ -395,6 +403,19 @@ pub fn abridge(text: &str, pids: &[u32]) -> String {
             _ => out.push(ch),
         }
     }
+    // strace pads a short call to line its results up.
+    while out.contains("  ") {
+        out = out.replace("  ", " ");
+    }
+    // A futex's deadline is a point on the monotonic clock.
+    if out.starts_with("futex(") {
+        while let Some(at) = out.find("{tv_sec=") {
+            let Some(close) = out[at..].find('}') else {
+                break;
+            };
+            out.replace_range(at..at + close + 1, "{…}");
+        }
+    }
     // What pselect6 leaves of its timeout: different on every call.
     if let Some(at) = out.find("left {") {
         if let Some(close) = out[at..].find('}') {
@@ -580,7 +601,9 @@ pub fn crate_block(modes: &[String]) -> String {
          system call the server made meanwhile, as `strace -f -ttt -T` saw it, step by \
          step: `at` is when the call began, from the client's action (below zero: a wait \
          already under way), `took` how long it ran (strace slows every call), `phase` \
-         what it did for the request. A wait that took over 50 µs is marked blocked. \
+         what it did for the request. A wait that took over 1 ms is marked blocked \
+         (one that slept until the client acted takes about 10 ms; one that did not, \
+         microseconds). \
          String contents, pointers, ports and pids are elided, and `…` folds a run of \
          calls that repeats. Made by `cargo run --release -p bench --bin trace-models` \
          ([bench](../bench/README.md)); rerunning replaces this block.\n\n",
