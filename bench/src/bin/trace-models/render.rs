@@ -18,12 +18,11 @@ use crate::strace::{Call, Trace};
 /// the client acted takes milliseconds; a call that did not sleep takes
 /// microseconds, or a few hundred under strace.
 const BLOCKED: f64 = 1e-3;
-/// How long after the last reply a wait may begin and still be shown: the
-/// server going back to its wait, which it is still in when stopped.
+/// How long after the last reply the calls that begin are still shown:
+/// the server's way back to its wait, which it is still in when stopped.
 const TRAIL: f64 = 5e-3;
 /// strace's clock for a call's return can be a little off the client's
-/// for its step: a call that returned within this of the last reply had
-/// returned, and a long wait that ended within this of a step's start was
+/// for its step: a long wait that ended within this of a step's start was
 /// ended by it.
 const SLACK: f64 = 1e-3;
 /// The longest run of calls folded when it repeats.
@@ -78,7 +77,7 @@ pub struct Line {
     pub text: String,
     pub phase: Phase,
     pub blocked: bool,
-    /// The call had not returned when the last reply came.
+    /// The call had not returned by just after the last reply.
     pub unfinished: bool,
     /// This line stands for the `len` lines before it, repeated `times`
     /// more times.
@@ -191,11 +190,11 @@ impl Shown {
         for c in &trace.calls {
             let phase = phase(c, &fds);
             fds.update(c);
-            let returned = c.finished && c.end() <= steps.end + SLACK;
-            // Begun before the last reply, and either since the connect or
+            let returned = c.finished && c.end() <= steps.end + TRAIL + SLACK;
+            // Begun by just after the last reply, and either since the connect or
             // in a wait the connect ended.
             let inside = if c.start > steps.end {
-                !returned && c.start <= steps.end + TRAIL
+                c.start <= steps.end + TRAIL
             } else {
                 c.start >= steps.connect || returned && c.end() >= steps.connect
             };
@@ -598,7 +597,8 @@ pub fn crate_block(modes: &[String]) -> String {
     let mut md = String::from(
         "A client connects, pauses 10 ms, sends one request and reads the reply, pauses \
          again, then sends 16 requests in one write and reads the replies. Below is every \
-         system call the server made meanwhile, as `strace -f -ttt -T` saw it, step by \
+         system call the server made meanwhile, and on its way back to its wait after the \
+         last reply, as `strace -f -ttt -T` saw them, step by \
          step: `at` is when the call began, from the client's action (below zero: a wait \
          already under way), `took` how long it ran (strace slows every call), `phase` \
          what it did for the request. A wait that took over 1 ms is marked blocked \
