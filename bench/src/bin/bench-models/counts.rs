@@ -1,8 +1,14 @@
 //! System calls and user-space instructions per request, the counts that do
-//! not drift with a noisy machine: each is the difference between two runs
-//! of a fixed number of requests (10 connections, 62-byte lines or
-//! keep-alive `GET /`), so that start-up and shut-down cancel, and the
-//! median of three such pairs.
+//! not drift with a noisy machine: each is the difference between a long
+//! run of a fixed number of requests and a run of one round per connection
+//! (10 connections, 62-byte lines or keep-alive `GET /`), so that start-up
+//! and shut-down cancel, and the median of three such pairs.
+//!
+//! The short run holds start-up, shut-down and the connections' coming and
+//! going, and almost no requests, so the difference is the long run's own
+//! rate. (Two long runs subtracted would not do: where a model's calls depend
+//! on timing, as a read that finds nothing does, two runs differ by more than
+//! the requests between them, and the difference magnifies that.)
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,14 +25,12 @@ use crate::results::Counts;
 /// Connections the counts are taken with.
 const CONNS: usize = 10;
 
-/// Pairs of runs per count; the median pair is kept. Where a model's calls
-/// depend on timing (a read that finds nothing, how many requests one wait
-/// brings), two runs differ, and their difference magnifies that.
+/// Pairs of runs per count; the median pair is kept.
 const PAIRS: usize = 3;
 
-/// Requests in the shorter of the two runs at `depth`; the longer has twice.
-fn base_requests(depth: u32) -> u64 {
-    if depth == 1 { 4_000 } else { 32_000 }
+/// Requests in the long run at `depth`.
+fn long_run(depth: u32) -> u64 {
+    if depth == 1 { 8_000 } else { 64_000 }
 }
 
 pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
@@ -37,7 +41,11 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
     }
     let mut all = Vec::new();
     for depth in [1, 16] {
-        let n = base_requests(depth);
+        // One round per connection: every pipeline filled once.
+        let conns = CONNS.min(m.max_active) as u64;
+        let short = conns * u64::from(depth);
+        let long = long_run(depth);
+        let requests = (long - short) as f64;
         let mut counts = Counts {
             depth,
             ..Counts::default()
@@ -45,13 +53,13 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
         if strace {
             let mut pairs = Vec::new();
             for _ in 0..PAIRS {
-                let a = syscalls(env, m, depth, n)?;
-                let b = syscalls(env, m, depth, 2 * n)?;
+                let a = syscalls(env, m, depth, short)?;
+                let b = syscalls(env, m, depth, long)?;
                 let mut per_name: Vec<(String, f64)> = b
                     .iter()
                     .map(|(name, &calls)| {
                         let before = a.get(name).copied().unwrap_or(0);
-                        (name.clone(), (calls as f64 - before as f64) / n as f64)
+                        (name.clone(), (calls as f64 - before as f64) / requests)
                     })
                     .filter(|(_, per)| *per >= 0.01)
                     .collect();
@@ -65,9 +73,9 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
         if valgrind {
             let mut per_request = Vec::new();
             for _ in 0..PAIRS {
-                let a = instructions(env, m, depth, n)?;
-                let b = instructions(env, m, depth, 2 * n)?;
-                per_request.push((b as f64 - a as f64) / n as f64);
+                let a = instructions(env, m, depth, short)?;
+                let b = instructions(env, m, depth, long)?;
+                per_request.push((b as f64 - a as f64) / requests);
             }
             per_request.sort_by(f64::total_cmp);
             counts.instructions = Some(per_request[PAIRS / 2]);

@@ -12,8 +12,8 @@
 //! Each server is started fresh on a free loopback port and driven by
 //! `loadgen` (which checks every reply); CPU and memory come from `/proc`,
 //! system calls from `strace -f -c`, instructions from
-//! `valgrind --tool=callgrind`, each as two runs of a fixed request count
-//! subtracted so that start-up cancels.
+//! `valgrind --tool=callgrind`, each as a long run of a fixed request count
+//! less a run of one round per connection, so that start-up cancels.
 //!
 //! The files, and the one way data flows between them:
 //!

@@ -187,9 +187,9 @@ fn cpu_table(md: &mut String, all: &All) {
 fn counts_tables(md: &mut String, env: &Env, all: &All) {
     md.push_str(
         "\n## System calls and instructions per request\n\n\
-         10 connections, fixed request counts (4 000 and 8 000 at depth 1, 32 000 and\n\
-         64 000 at depth 16), two runs subtracted so that start-up cancels, the\n\
-         median of three such pairs: `strace -f -c` for system calls, `valgrind\n\
+         10 connections: a run of 8 000 requests at depth 1 (64 000 at depth 16)\n\
+         less a run of one round per connection, so that start-up and shut-down\n\
+         cancel, the median of three such pairs: `strace -f -c` for system calls, `valgrind\n\
          --tool=callgrind` for user-space instructions. Most repeat to within a few\n\
          percent whatever else the machine is doing. Where a model's calls depend on\n\
          timing they do not: at depth 1, the reads that find nothing (the busy loop,\n\

@@ -133,9 +133,11 @@ pub const TARGETS: &[Target] = &[
         mode: "selectors (epoll)",
         args: &[],
         http: false,
-        note: "It blocks in `epoll_wait`; interest lives in the kernel, so each \
-               connection costs `epoll_ctl` calls (polling's one-shot mode re-arms \
-               after every event) instead of a set handed over on every wait.",
+        note: "It blocks in `epoll_pwait`; interest lives in the kernel, so a connection \
+               costs `epoll_ctl` calls (polling's one-shot mode re-arms after every \
+               event) instead of a set handed over on every wait. Each wait also costs \
+               a `read` of polling's wake-up descriptor and a `timerfd_settime`, \
+               whether or not anything woke it.",
     },
     Target {
         krate: "epoll-http",
