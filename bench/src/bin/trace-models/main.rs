@@ -13,7 +13,7 @@
 //!
 //! For each mode it starts the server under `strace -f -ttt -T` (every
 //! thread and child, wall-clock timestamps, the time spent in each call),
-//! waits until the server is idle (its ready line printed, 0.5 s passed,
+//! waits until the server is idle (its ready line printed, 0.75 s passed,
 //! no client connected), then connects one client, which sends one line
 //! (an HTTP server: one keep-alive `GET /`), reads the reply, sends 16 at
 //! once and reads those. The trace keeps the calls that began or ended

@@ -90,7 +90,7 @@ pub struct Shown {
     /// Microseconds from each step's start to the return of its last call
     /// that returned before the next step (`EAGAIN` tries not counted).
     pub step_us: [f64; 3],
-    /// Calls made while the server was idle, the 0.5 s before the client
+    /// Calls made while the server was idle, the 0.75 s before the client
     /// came (from its ready line on).
     pub idle_calls: usize,
 }
@@ -581,7 +581,8 @@ fn summary(shown: &Shown) -> String {
     );
     let _ = write!(
         s,
-        " While idle, the 0.5 s before the client came, it made {} {}.",
+        " While idle, the {:.2} s before the client came, it made {} {}.",
+        crate::strace::IDLE.as_secs_f64(),
         shown.idle_calls,
         if shown.idle_calls == 1 {
             "call"

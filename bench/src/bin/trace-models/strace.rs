@@ -13,8 +13,10 @@ use crate::Target;
 use crate::client::{self, Steps};
 
 /// How long the server is left alone after its ready line, so that the
-/// trace's window holds no start-up call.
-const IDLE: Duration = Duration::from_millis(500);
+/// trace's window holds no start-up call: at least half a second, and
+/// clear of the 0.5 s and 1 s timeouts some loops wake up for, so that no
+/// timeout lands in the window and the calls are the same on every run.
+pub const IDLE: Duration = Duration::from_millis(750);
 
 /// How long the server is left after the last reply, before it is stopped.
 const SETTLE: Duration = Duration::from_millis(50);
