@@ -568,27 +568,31 @@ pub mod proc {
             .count()
     }
 
+    /// The processes `pid` has started and not yet reaped (none if it is
+    /// gone). Children are listed per thread: every thread's are read.
+    pub fn children(pid: u32) -> Vec<u32> {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// `pid` and every process below it (children, their children, …),
     /// `pid` first. A process that ends while the tree is walked is left out.
     pub fn tree(pid: u32) -> Vec<u32> {
         let mut all = vec![pid];
         let mut next = 0;
         while next < all.len() {
-            let p = all[next];
+            all.extend(children(all[next]));
             next += 1;
-            // Children are listed per thread.
-            let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
-                continue;
-            };
-            for task in tasks.flatten() {
-                let path = task.path().join("children");
-                if let Ok(list) = fs::read_to_string(path) {
-                    all.extend(
-                        list.split_whitespace()
-                            .filter_map(|c| c.parse::<u32>().ok()),
-                    );
-                }
-            }
         }
         all
     }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use testkit::TestServer;
+use testkit::{TestServer, proc};
 
 use crate::drive::output_within;
 use crate::model::{Env, Model};
@@ -189,7 +189,7 @@ fn run_fixed(
     // The server process: under strace, strace's child; under valgrind,
     // the process itself (valgrind runs in it).
     let target = if command_is(&server_command, "strace") {
-        children(server.pid())
+        proc::children(server.pid())
             .first()
             .copied()
             .unwrap_or(server.pid())
@@ -199,7 +199,7 @@ fn run_fixed(
     // A forking model's children end as loadgen's connections close; let
     // them finish (and write their counts) before the server is stopped.
     let settle = Instant::now() + Duration::from_secs(60);
-    while m.forks && !children(target).is_empty() && Instant::now() < settle {
+    while m.forks && !proc::children(target).is_empty() && Instant::now() < settle {
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: kill only sends a signal to a process this program started.
@@ -220,15 +220,6 @@ fn run_fixed(
 /// Whether `program` is the tool named `name`.
 fn command_is(program: &std::ffi::OsStr, name: &str) -> bool {
     std::path::Path::new(program).file_name() == Some(std::ffi::OsStr::new(name))
-}
-
-/// Child processes of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use testkit::TestServer;
+use testkit::{TestServer, proc};
 
 use crate::Target;
 use crate::client::{self, Steps};
@@ -77,7 +77,7 @@ pub fn trace(bin: &Path, t: &Target) -> anyhow::Result<Trace> {
     std::thread::sleep(SETTLE);
     // Under strace, the server is strace's child: it is the one stopped, so
     // that strace sees it exit and writes out everything.
-    let main = children(server.pid())
+    let main = proc::children(server.pid())
         .first()
         .copied()
         .context("strace started no server")?;
@@ -106,15 +106,6 @@ pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Child processes of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// strace's lines as calls, in the order they began. A call that another
