@@ -303,30 +303,11 @@ fn exchange(args: &Args, thread: usize) -> (Vec<u8>, Vec<u8>) {
 fn reply_len(proto: Proto, inbox: &[u8], reply: &[u8]) -> Option<usize> {
     match proto {
         Proto::Line => (inbox.len() >= reply.len()).then_some(reply.len()),
-        Proto::Http => {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut r = httparse::Response::new(&mut headers);
-            match r.parse(inbox) {
-                Ok(httparse::Status::Complete(head)) => {
-                    let length = r
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| {
-                            std::str::from_utf8(h.value)
-                                .ok()?
-                                .trim()
-                                .parse::<usize>()
-                                .ok()
-                        })
-                        .unwrap_or(0);
-                    (inbox.len() >= head + length).then_some(head + length)
-                }
-                Ok(httparse::Status::Partial) => None,
-                // Not HTTP: count it as one wrong reply of everything received.
-                Err(_) => Some(inbox.len()),
-            }
-        }
+        Proto::Http => match bench::http_response_len(inbox) {
+            Ok(len) => len,
+            // Not HTTP: count it as one wrong reply of everything received.
+            Err(_) => Some(inbox.len()),
+        },
     }
 }
 

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     use anyhow::{Context, bail};
     use testkit::raise_nofile_limit;
@@ -125,7 +125,7 @@ mod linux {
                 );
             }
         }
-        let root = workspace_root(&bin_dir);
+        let root = bench::workspace_root(&bin_dir);
         let out = args.out.clone().unwrap_or_else(|| {
             if args.quick {
                 root.join("target/bench-quick")
@@ -174,13 +174,5 @@ mod linux {
             bail!("{errors} replies did not match");
         }
         Ok(())
-    }
-
-    fn workspace_root(bin_dir: &Path) -> PathBuf {
-        // target/release/ -> the workspace root
-        bin_dir
-            .ancestors()
-            .find(|d| d.join("Cargo.toml").exists() && d.join("bench").is_dir())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     }
 }

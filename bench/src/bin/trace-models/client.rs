@@ -108,37 +108,15 @@ impl Replies {
     /// their `Content-Length` body).
     fn count(&self) -> usize {
         if !self.http {
-            return memchr_count(b'\n', &self.bytes);
+            return self.bytes.iter().filter(|&&b| b == b'\n').count();
         }
         let mut rest = &self.bytes[..];
         let mut n = 0;
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            let Ok(httparse::Status::Complete(head)) = response.parse(rest) else {
-                return n;
-            };
-            let body = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                })
-                .unwrap_or(0);
-            if rest.len() < head + body {
-                return n;
-            }
-            rest = &rest[head + body..];
+        // Responses that are not HTTP never complete: the read times out.
+        while let Ok(Some(len)) = bench::http_response_len(rest) {
+            rest = &rest[len..];
             n += 1;
         }
+        n
     }
-}
-
-fn memchr_count(byte: u8, bytes: &[u8]) -> usize {
-    bytes.iter().filter(|&&b| b == byte).count()
 }

@@ -202,7 +202,7 @@ pub const TARGETS: &[Target] = &[
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     use anyhow::{Context, bail};
 
@@ -282,7 +282,7 @@ mod linux {
             print!("{}", render::block(t, shown));
             return render::check_order(shown, &["pselect6", "recvfrom", "sendto"]);
         }
-        let root = workspace_root(&bin_dir);
+        let root = bench::workspace_root(&bin_dir);
         let mut krates: Vec<&str> = traced.iter().map(|(t, _)| t.krate).collect();
         krates.dedup();
         for krate in krates {
@@ -300,13 +300,5 @@ mod linux {
             eprintln!("wrote {}", svg.display());
         }
         Ok(())
-    }
-
-    fn workspace_root(bin_dir: &Path) -> PathBuf {
-        // target/release/ -> the workspace root
-        bin_dir
-            .ancestors()
-            .find(|d| d.join("Cargo.toml").exists() && d.join("bench").is_dir())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     }
 }
