@@ -1,15 +1,9 @@
 //! Black-box tests of sigio-echo: the echo suite, and a crowd.
 #![cfg(target_os = "linux")]
 
-use testkit::suite::EchoSpec;
+mod common;
 
-const SPEC: EchoSpec = EchoSpec {
-    bin: env!("CARGO_BIN_EXE_sigio-echo"),
-    args: &[],
-    suffix: "",
-    concurrent: true,
-    busy_polls: false,
-};
+use common::SPEC;
 
 mod protocol {
     testkit::echo_suite!(super::SPEC);

@@ -6,15 +6,10 @@
 use std::process::Command;
 
 use testkit::TestServer;
-use testkit::suite::EchoSpec;
 
-const SPEC: EchoSpec = EchoSpec {
-    bin: env!("CARGO_BIN_EXE_sigio-echo"),
-    args: &[],
-    suffix: "",
-    concurrent: true,
-    busy_polls: false,
-};
+mod common;
+
+use common::SPEC;
 
 /// With room for 4 queued signals, 200 clients sending at once overflow the
 /// queue. The kernel falls back to plain SIGIO, the server checks every
