@@ -25,6 +25,12 @@ use crate::results::Counts;
 /// Connections the counts are taken with.
 const CONNS: usize = 10;
 
+/// The connections used for `m`: [`CONNS`], or as many as it serves at
+/// once (a pool).
+fn conns(m: &Model) -> usize {
+    CONNS.min(m.max_active)
+}
+
 /// Pairs of runs per count; the median pair is kept.
 const PAIRS: usize = 3;
 
@@ -42,8 +48,7 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
     let mut all = Vec::new();
     for depth in [1, 16] {
         // One round per connection: every pipeline filled once.
-        let conns = CONNS.min(m.max_active) as u64;
-        let short = conns * u64::from(depth);
+        let short = conns(m) as u64 * u64::from(depth);
         let long = long_run(depth);
         let requests = (long - short) as f64;
         let mut counts = Counts {
@@ -171,11 +176,14 @@ fn run_fixed(
 ) -> anyhow::Result<()> {
     let server_command = command.get_program().to_owned();
     let mut server = TestServer::start_command(command);
-    // 10 connections, or as many as the model serves at once (a pool).
-    let conns = CONNS.min(m.max_active);
     let mut load = Command::new(env.bin_dir.join("loadgen"));
     load.args(["--addr", &server.addr().to_string(), "--proto", m.proto])
-        .args(["--conns", &conns.to_string(), "--depth", &depth.to_string()])
+        .args([
+            "--conns",
+            &conns(m).to_string(),
+            "--depth",
+            &depth.to_string(),
+        ])
         .args(["--requests", &requests.to_string(), "--json"])
         .args(if m.suffix.is_empty() {
             vec![]
