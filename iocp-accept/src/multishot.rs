@@ -284,8 +284,8 @@ impl Server {
     /// that does not read holds nothing back, makes it one call; but the
     /// kernel then arms a timer and sleeps where this call would return,
     /// and that costs more than the call it saves. Measured on Linux 6.18
-    /// (server CPU per request, median of 5 rounds): +18% at 10
-    /// connections, +3% at 100, for 13% fewer calls at 10.
+    /// at depth 1 (server CPU per request, median of 5 rounds): +16% at 10
+    /// connections and +5% at 100, for 12% fewer calls at 10.
     fn wait(&mut self) -> io::Result<()> {
         self.ring.submit_and_wait(1).map(drop)
     }
