@@ -34,8 +34,9 @@
 //! until none is left, happens in the loop.
 //!
 //! **Stopping.** SIGTERM and SIGINT reach the parent through the same pair;
-//! it passes SIGTERM on to every live child, reaps them, and exits, so
-//! stopping the server stops its children. (SIGKILL cannot be caught; a
+//! it passes SIGTERM on to every live child, reaps them, and then dies by
+//! the signal it got, as every other server does, so stopping the server
+//! stops its children. (SIGKILL cannot be caught; a
 //! child whose parent was killed still ends when its client leaves.)
 //!
 //! **Limits.** `--max-conns` caps the live children: one more client is
@@ -136,22 +137,27 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
         }
 
         // Signals first: reap, and stop if asked to.
-        let mut stop = false;
+        let mut stop = None;
         loop {
             match (&wake_rx).read(&mut wake_bytes) {
                 Ok(0) => break,
                 Ok(n) => {
-                    stop |= wake_bytes[..n]
-                        .iter()
-                        .any(|&b| b == Signal::SIGTERM as u8 || b == Signal::SIGINT as u8);
+                    stop = stop.or_else(|| {
+                        wake_bytes[..n].iter().find_map(|&b| {
+                            [Signal::SIGTERM, Signal::SIGINT]
+                                .into_iter()
+                                .find(|&s| s as u8 == b)
+                        })
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => break, // WouldBlock: all read
             }
         }
         reap(&mut children);
-        if stop {
-            return stop_children(children);
+        if let Some(signal) = stop {
+            stop_children(children);
+            die_by(signal);
         }
 
         if paused {
@@ -169,7 +175,7 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
                         continue;
                     }
                     AcceptError::OutOfResources => {
-                        shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                        shortage.pausing(&e);
                         accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                         break;
                     }
@@ -177,7 +183,7 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
                 },
             };
             if children.len() >= max_conns {
-                shortage.hit(&format_args!("{max_conns} children (--max-conns)"));
+                shortage.refusing(&format_args!("{max_conns} children (--max-conns)"));
                 shared::net::refuse(&stream);
                 continue;
             }
@@ -204,7 +210,7 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
                     drop(stream);
                 }
                 Err(e) => {
-                    shortage.hit(&format_args!("fork failed: {e}; refusing new clients"));
+                    shortage.refusing(&format_args!("fork failed: {e}"));
                     shared::net::refuse(&stream);
                 }
             }
@@ -281,9 +287,9 @@ fn reap(children: &mut HashSet<Pid>) {
     }
 }
 
-/// SIGTERM or SIGINT: pass SIGTERM on to every child, wait for them (at
-/// most a few seconds), and return.
-fn stop_children(mut children: HashSet<Pid>) -> anyhow::Result<()> {
+/// SIGTERM or SIGINT: pass SIGTERM on to every child and wait for them
+/// (at most a few seconds).
+fn stop_children(mut children: HashSet<Pid>) {
     info!("stopping: ending {} children", children.len());
     for &pid in &children {
         let _ = kill(pid, Signal::SIGTERM);
@@ -296,5 +302,18 @@ fn stop_children(mut children: HashSet<Pid>) -> anyhow::Result<()> {
     if !children.is_empty() {
         warn!("{} children did not end", children.len());
     }
-    Ok(())
+}
+
+/// Ends the parent by `signal` itself, as every other server ends: the
+/// signal's default action, so that whoever started the server (a shell,
+/// a service manager) sees "killed by SIGTERM" from every model alike
+/// (docs/protocol.md). The handler is taken down first, then the signal
+/// raised again.
+fn die_by(signal: Signal) -> ! {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: restoring the default disposition installs no handler.
+    let _ = unsafe { sigaction(signal, &default) };
+    let _ = nix::sys::signal::raise(signal);
+    // Not reached: the default action of SIGTERM and SIGINT ends the process.
+    std::process::exit(128 + signal as i32)
 }

@@ -53,15 +53,41 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Serial)]
     mode: Mode,
 
-    /// Worker threads in pool mode
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Worker threads (pool mode only)
+    #[arg(long, default_value_t = 4, value_parser = shared::cli::in_range(1u16, u16::MAX))]
     workers: u16,
 
-    /// Accepted connections waiting for a worker in pool mode; one more is
-    /// told `ERR server full` (pool mode ignores --max-conns: its capacity is
-    /// workers + queue)
-    #[arg(long, default_value_t = 64)]
+    /// Accepted connections waiting for a worker (pool mode only); one more
+    /// is told `ERR server full`. Pool mode's capacity is workers + queue,
+    /// so it takes no --max-conns
+    #[arg(long, default_value_t = 64, value_parser = shared::cli::in_range(0usize, 1_000_000))]
     queue: usize,
+}
+
+/// Refuses a flag the chosen mode would ignore: a user who asks for four
+/// workers in serial mode has misread something, and should be told.
+fn check(args: &Args, given: &shared::cli::Given) -> Result<(), String> {
+    let applies = |flag: &str| match flag {
+        "workers" | "queue" => matches!(args.mode, Mode::Pool),
+        "max_conns" => matches!(args.mode, Mode::Thread | Mode::Fork),
+        _ => true,
+    };
+    for flag in ["workers", "queue", "max_conns"] {
+        if given.has(flag) && !applies(flag) {
+            let name = flag.replace('_', "-");
+            let only = match flag {
+                "max_conns" => {
+                    "--mode thread and --mode fork (serial serves one client; pool's capacity is --workers plus --queue)"
+                }
+                _ => "--mode pool",
+            };
+            return Err(format!(
+                "--{name} does not apply to --mode {}: it is for {only}",
+                args.mode
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -76,9 +102,18 @@ enum Mode {
     Fork,
 }
 
+// The mode as the flag spells it, in messages and the log.
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no mode is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 fn main() -> ExitCode {
     shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:5464")]);
+    let args: Args =
+        shared::cli::parse_args_with(&[("addr", "127.0.0.1:5464")], |command| command, check);
     shared::cli::exit_with(run(args))
 }
 
@@ -89,7 +124,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let listener = shared::net::listen(&args.echo.server, false)?;
     let max_line = args.echo.max_line;
-    info!("serving in {:?} mode", args.mode);
+    info!("serving in {} mode", args.mode);
     match args.mode {
         Mode::Serial => serial(listener, max_line),
         Mode::Thread => thread_per_connection(listener, max_line, args.echo.server.max_conns),
@@ -107,6 +142,7 @@ fn serial(listener: TcpListener, max_line: usize) -> anyhow::Result<()> {
     let mut shortage = ShortageLog::default();
     loop {
         if let Some((stream, peer)) = accept(&listener, &mut shortage)? {
+            admitted(peer, &mut shortage);
             handle(stream, peer, max_line);
         }
     }
@@ -127,10 +163,11 @@ fn thread_per_connection(
         };
         // Only this thread increments, so the check cannot race past the cap.
         if live.load(Ordering::Acquire) >= max_conns {
-            shortage.hit(&format_args!("{max_conns} connections (--max-conns)"));
+            shortage.refusing(&format_args!("{max_conns} connections (--max-conns)"));
             shared::net::refuse(&stream);
             continue;
         }
+        admitted(peer, &mut shortage);
         let slot = LiveSlot::take(&live);
         let spawned = thread::Builder::new()
             .name(format!("conn {peer}"))
@@ -194,10 +231,11 @@ fn pool(
         let Some(conn) = accept(&listener, &mut shortage)? else {
             continue;
         };
+        let peer = conn.1;
         match to_workers.try_send(conn) {
-            Ok(()) => {}
+            Ok(()) => admitted(peer, &mut shortage),
             Err(TrySendError::Full((stream, _))) => {
-                shortage.hit(&format_args!(
+                shortage.refusing(&format_args!(
                     "all {workers} workers busy and {queue} connections queued"
                 ));
                 shared::net::refuse(&stream);
@@ -215,24 +253,27 @@ fn accept(
     shortage: &mut ShortageLog,
 ) -> anyhow::Result<Option<(TcpStream, SocketAddr)>> {
     match listener.accept() {
-        Ok((stream, peer)) => {
-            shortage.clear();
-            info!("{peer} connected");
-            Ok(Some((stream, peer)))
-        }
+        Ok((stream, peer)) => Ok(Some((stream, peer))),
         Err(e) => match classify_accept_error(&e) {
             AcceptError::WouldBlock | AcceptError::Skip => {
                 debug!("accept: {e}");
                 Ok(None)
             }
             AcceptError::OutOfResources => {
-                shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                shortage.pausing(&e);
                 thread::sleep(ACCEPT_BACKOFF);
                 Ok(None)
             }
             AcceptError::Fatal => Err(anyhow::Error::new(e).context("accept failed")),
         },
     }
+}
+
+/// Logs a client taken in to be served (a refused one is not: it would
+/// never be logged as closed), and ends a run of refusals.
+fn admitted(peer: SocketAddr, shortage: &mut ShortageLog) {
+    shortage.clear();
+    info!("{peer} connected");
 }
 
 /// The article's `handle(conn)`: serve one client until it leaves.

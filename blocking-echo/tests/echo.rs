@@ -88,6 +88,7 @@ fn pool_refuses_when_the_queue_is_full() {
     let mut refused = server.connect();
     assert_eq!(refused.read_line().unwrap(), b"ERR server full\n");
     assert_eq!(refused.read_to_end().unwrap(), b"");
+    testkit::suite::says_it_refuses(&server, "all 1 workers busy and 1 connections queued");
 
     assert!(
         queued.is_silent_for(WAIT),
@@ -130,6 +131,72 @@ fn suite_spec_reply_matches_protocol() {
         busy_polls: false,
     };
     assert_eq!(spec.reply("abc"), "ABC\n");
+}
+
+/// A flag the chosen mode would ignore is refused, and so is a value that
+/// makes no sense; every numeric flag words its range the same way.
+#[test]
+fn flags_that_cannot_apply_are_refused() {
+    use testkit::cli::refused;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--workers", "3"],
+            "--workers does not apply to --mode serial",
+        ),
+        (
+            &["--mode", "serial", "--queue", "3"],
+            "--queue does not apply to --mode serial",
+        ),
+        (
+            &["--max-conns", "5"],
+            "--max-conns does not apply to --mode serial",
+        ),
+        (
+            &["--mode", "thread", "--workers", "3"],
+            "--workers does not apply to --mode thread",
+        ),
+        (
+            &["--mode", "thread", "--queue", "3"],
+            "--queue does not apply to --mode thread",
+        ),
+        (
+            &["--mode", "fork", "--queue", "3"],
+            "--queue does not apply to --mode fork",
+        ),
+        (
+            &["--mode", "pool", "--max-conns", "5"],
+            "--max-conns does not apply to --mode pool",
+        ),
+        (
+            &["--mode", "pool", "--workers", "0"],
+            "must be a whole number, from 1 to 65535",
+        ),
+        (
+            &["--mode", "pool", "--workers", "70000"],
+            "must be a whole number, from 1 to 65535",
+        ),
+        (
+            &["--mode", "pool", "--queue", "-1"],
+            "must be a whole number, from 0 to 1000000",
+        ),
+        (
+            &["--mode", "thread", "--max-conns", "0"],
+            "must be a whole number, at least 1",
+        ),
+        (
+            &["--backlog", "0"],
+            "must be a whole number, from 1 to 2147483647",
+        ),
+        (&["--max-line", "0"], "must be a whole number, at least 1"),
+        (&["--addr", "localhost"], "expected IP:PORT or HOST:PORT"),
+        (
+            &["--addr", "no-such-host.invalid:5464"],
+            "cannot resolve the host name",
+        ),
+    ];
+    for (args, why) in cases {
+        refused(BIN, args, why);
+    }
 }
 
 /// `--help` is user documentation, with no developer notes in it.

@@ -102,7 +102,7 @@ async fn accept_loop(
                 // listener ready, so trying again at once would spin.
                 // Sleeping is awaiting a timer: the other tasks go on.
                 AcceptError::OutOfResources => {
-                    shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    shortage.pausing(&e);
                     Timer::after(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -110,7 +110,7 @@ async fn accept_loop(
             },
         };
         if live.get() >= max_conns {
-            shortage.hit(&format_args!("{max_conns} connections (--max-conns)"));
+            shortage.refusing(&format_args!("{max_conns} connections (--max-conns)"));
             shared::net::refuse(stream.get_ref());
             continue;
         }

@@ -62,9 +62,27 @@ struct Args {
     max_line: Option<String>,
 }
 
+/// A timeout: more than 0 seconds (0 would close every connection at its
+/// first wait, before a response), at most a day.
 fn seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| *secs > 0.0 && *secs <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| "must be a number of seconds, more than 0 and at most 86400".into())
+}
+
+/// Refuses the echo servers' `--max-line`, which has no meaning here.
+fn check(_args: &Args, given: &shared::cli::Given) -> Result<(), String> {
+    if given.has("max_line") {
+        return Err(
+            "epoll-http has no --max-line (that is the echo servers' line limit); \
+             an HTTP request head may be 8 KiB and a body 1 MiB"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -76,18 +94,15 @@ fn main() -> ExitCode {
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args_with(&[("addr", "127.0.0.1:8080")], |command| {
-        command.mut_arg("max_conns", |arg| {
-            arg.help("Connections served at once; one more is answered `503 Service Unavailable` and closed")
-        })
-    });
-    if args.max_line.is_some() {
-        eprintln!(
-            "error: epoll-http has no --max-line (that is the echo servers' line limit); \
-             an HTTP request head may be 8 KiB and a body 1 MiB"
-        );
-        return ExitCode::from(2);
-    }
+    let args: Args = shared::cli::parse_args_with(
+        &[("addr", "127.0.0.1:8080")],
+        |command| {
+            command.mut_arg("max_conns", |arg| {
+                arg.help("Connections served at once; one more is answered `503 Service Unavailable` and closed")
+            })
+        },
+        check,
+    );
     shared::cli::exit_with(server::run(args))
 }
 
@@ -278,8 +293,7 @@ mod server {
                         // level-triggered listener stays readable. Stop
                         // watching it for a moment instead of spinning.
                         AcceptError::OutOfResources | AcceptError::Fatal => {
-                            self.shortage
-                                .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                            self.shortage.pausing(&e);
                             self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
                             let _ = self.epoll.modify(
                                 &self.listener,
@@ -290,8 +304,8 @@ mod server {
                     },
                 };
                 if self.conns.len() >= self.max_conns {
-                    self.shortage.hit(&format_args!(
-                        "{} connections (--max-conns); refusing new clients",
+                    self.shortage.refusing(&format_args!(
+                        "{} connections (--max-conns)",
                         self.max_conns
                     ));
                     let _ = (&stream).write_all(SERVER_FULL);
@@ -336,7 +350,7 @@ mod server {
                 interest,
             });
             self.shortage.clear();
-            debug!("{peer} connected");
+            info!("{peer} connected");
             Ok(())
         }
 
@@ -438,7 +452,7 @@ mod server {
         fn close(&mut self, key: usize) {
             let conn = self.conns.remove(key);
             let _ = self.epoll.delete(&conn.stream);
-            debug!("{} closed", conn.peer);
+            info!("{} closed", conn.peer);
         }
     }
 

@@ -350,6 +350,7 @@ fn refuses_past_max_conns(mode: &[&str]) {
     let mut extra = Client::connect(server.addr());
     assert_eq!(extra.response(false).status, 503);
     assert!(extra.closed());
+    testkit::suite::says_it_refuses(&server, "3 connections (--max-conns)");
 }
 
 #[cfg(target_os = "linux")]
@@ -520,18 +521,59 @@ fn help_is_user_documentation() {
     );
 }
 
-/// The echo servers' `--max-line` gets a reason, not clap's guess.
+/// Flags and values that cannot apply are refused, each with its reason:
+/// the echo servers' `--max-line`, and a timeout of 0, which would close
+/// every connection before its first response.
 #[test]
-fn max_line_is_refused_with_a_reason() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_epoll-http"))
-        .args(["--max-line", "100", "--addr", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty(), "it must not start: {out:?}");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.starts_with("error: epoll-http has no --max-line"),
-        "{err}"
+fn flags_that_cannot_apply_are_refused() {
+    use testkit::cli::refused;
+    refused(BIN, &["--max-line", "100"], "epoll-http has no --max-line");
+    let timeout = "must be a number of seconds, more than 0 and at most 86400";
+    for flag in ["--header-timeout", "--idle-timeout"] {
+        for bad in ["0", "-1", "0.0", "NaN", "inf", "1e9", "soon"] {
+            refused(BIN, &[flag, bad], timeout);
+        }
+    }
+    refused(
+        BIN,
+        &["--max-conns", "0"],
+        "must be a whole number, at least 1",
     );
+    refused(
+        BIN,
+        &["--backlog", "0"],
+        "must be a whole number, from 1 to 2147483647",
+    );
+}
+
+/// One `error:` line on a port in use; a host name for `--addr`; the end
+/// by SIGTERM; connections logged at `info`, opened and closed, as every
+/// server does.
+#[test]
+fn start_up_log_and_end_from_outside() {
+    testkit::cli::port_in_use_is_one_error_line(BIN, &[]);
+    let server = testkit::cli::listens_on_a_host_name(BIN, &[]);
+    let mut client = Client::connect(server.addr());
+    client.send(GET);
+    assert_eq!(client.response(false).status, 200);
+    drop(server);
+
+    let mut command = std::process::Command::new(BIN);
+    command.env("RUST_LOG", "info");
+    let server = TestServer::start_command(command);
+    let mut client = Client::connect(server.addr());
+    let peer = client.stream.local_addr().unwrap();
+    client.send(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    assert_eq!(client.response(false).status, 200);
+    assert!(client.closed());
+    let said = |what: &str| {
+        testkit::eventually(|| {
+            server
+                .log()
+                .lines()
+                .any(|l| l.contains(" INFO ") && l.contains(&format!("{peer} {what}")))
+        })
+    };
+    assert!(said("connected") && said("closed"), "{}", server.log());
+    testkit::cli::ends_by_sigterm(server);
 }

@@ -233,7 +233,7 @@ impl Server {
                 // No socket to accept into (out of descriptors or buffers):
                 // try again after a pause rather than spin.
                 self.shortage
-                    .hit(&format_args!("cannot post AcceptEx: {e}; pausing accepts"));
+                    .pausing(&format_args!("cannot post AcceptEx: {e}"));
                 self.accept_retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
                 return;
             }
@@ -307,8 +307,8 @@ impl Server {
         let peer = self.peer_of(addresses);
         let stream = TcpStream::from(socket);
         if self.conns.len() >= self.max_conns {
-            self.shortage.hit(&format_args!(
-                "{} connections (--max-conns); refusing new clients",
+            self.shortage.refusing(&format_args!(
+                "{} connections (--max-conns)",
                 self.max_conns
             ));
             shared::net::refuse(&stream);

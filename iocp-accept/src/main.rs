@@ -49,30 +49,42 @@ struct Args {
     #[command(flatten)]
     echo: EchoArgs,
 
-    /// Linux: one operation per completion, a buffer per pending receive
-    /// (IOCP's shape), instead of multishot accept and receive from a ring
-    /// of provided buffers; the default on kernels before 6.0
+    /// Linux only: one operation per completion, a buffer per pending
+    /// receive (IOCP's shape), instead of multishot accept and receive from
+    /// a ring of provided buffers; the default on kernels before 6.0
     #[arg(long)]
     single_shot: bool,
 
-    /// Linux, multishot: provided receive buffers of 4 KiB in the ring, a
-    /// power of two up to 32768; all are allocated and touched at start
-    #[arg(long, default_value_t = 1024, value_parser = buffers)]
+    /// Linux only, multishot: provided receive buffers of 4 KiB in the ring,
+    /// a power of two up to 32768; all are allocated and touched at start
+    #[arg(long, default_value_t = 1024, value_parser = buffers, conflicts_with = "single_shot")]
     buffers: u16,
 }
 
 /// `--buffers`: the kernel wants a power of two, at most 32768.
 fn buffers(s: &str) -> Result<u16, String> {
-    match s.parse::<u16>() {
-        Ok(n) if n.is_power_of_two() && n <= 32768 => Ok(n),
-        Ok(_) => Err("must be a power of two from 1 to 32768".into()),
-        Err(e) => Err(e.to_string()),
+    const WANTED: &str = "must be a whole number, a power of two from 1 to 32768";
+    shared::cli::in_range(1u16, 32768)(s)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .ok_or_else(|| WANTED.into())
+}
+
+/// Refuses the Linux-only flags where the loop is IOCP's.
+fn check(_args: &Args, given: &shared::cli::Given) -> Result<(), String> {
+    for flag in ["single_shot", "buffers"] {
+        if cfg!(not(target_os = "linux")) && given.has(flag) {
+            let name = flag.replace('_', "-");
+            return Err(format!("--{name} applies only on Linux (io_uring)"));
+        }
     }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:9090")]);
+    let args: Args =
+        shared::cli::parse_args_with(&[("addr", "127.0.0.1:9090")], |command| command, check);
     shared::cli::exit_with(run(args))
 }
 
@@ -83,15 +95,18 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 #[cfg(target_os = "linux")]
 fn run(args: Args) -> anyhow::Result<()> {
+    // The port first: a server that cannot listen says so in one line,
+    // before anything about its ring.
+    let listener = shared::net::listen(&args.echo.server, false)?;
     let ring = uring::new_ring()?;
     if args.single_shot {
-        return uring::run(&args, ring);
+        return uring::run(&args, listener, ring);
     }
     if !uring::multishot_recv_works() {
         log::info!("this kernel has no multishot receive (Linux 6.0): single-shot operations");
-        return uring::run(&args, ring);
+        return uring::run(&args, listener, ring);
     }
-    multishot::run(&args, ring)
+    multishot::run(&args, listener, ring)
 }
 
 #[cfg(not(any(windows, target_os = "linux")))]

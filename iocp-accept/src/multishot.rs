@@ -196,14 +196,13 @@ struct Server {
     shortage: ShortageLog,
 }
 
-pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
+pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<()> {
     let entries = args.buffers;
     let bufs = BufRing::register(&ring, entries)?;
     info!(
         "multishot accept and receive, {entries} provided buffers of {} KiB",
         BUF_SIZE / 1024
     );
-    let listener = shared::net::listen(&args.echo.server, false)?;
     let mut server = Server {
         ring,
         bufs,
@@ -329,8 +328,7 @@ impl Server {
                     if more { Ok(()) } else { self.post_accept() }
                 }
                 AcceptError::OutOfResources | AcceptError::Fatal => {
-                    self.shortage
-                        .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    self.shortage.pausing(&e);
                     if more {
                         // Still armed: nothing to pause. (The kernel ends a
                         // multishot accept on an error, so this is rare.)
@@ -352,8 +350,8 @@ impl Server {
         // descriptor that nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(result) };
         if self.conns.len() >= self.max_conns {
-            self.shortage.hit(&format_args!(
-                "{} connections (--max-conns); refusing new clients",
+            self.shortage.refusing(&format_args!(
+                "{} connections (--max-conns)",
                 self.max_conns
             ));
             shared::net::refuse(&stream);

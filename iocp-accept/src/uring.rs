@@ -96,9 +96,8 @@ struct Server {
     shortage: ShortageLog,
 }
 
-pub fn run(args: &Args, ring: IoUring) -> anyhow::Result<()> {
+pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<()> {
     info!("single-shot operations, IOCP's shape: a buffer per pending receive");
-    let listener = shared::net::listen(&args.echo.server, false)?;
     let mut server = Server {
         ring,
         listener,
@@ -310,8 +309,7 @@ impl Server {
                     self.post_accept()
                 }
                 AcceptError::OutOfResources | AcceptError::Fatal => {
-                    self.shortage
-                        .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    self.shortage.pausing(&e);
                     let pause = Box::new(
                         types::Timespec::new().nsec(shared::net::ACCEPT_BACKOFF.as_nanos() as u32),
                     );
@@ -325,8 +323,8 @@ impl Server {
         let stream = unsafe { TcpStream::from_raw_fd(result) };
         self.post_accept()?;
         if self.conns.len() >= self.max_conns {
-            self.shortage.hit(&format_args!(
-                "{} connections (--max-conns); refusing new clients",
+            self.shortage.refusing(&format_args!(
+                "{} connections (--max-conns)",
                 self.max_conns
             ));
             shared::net::refuse(&stream);

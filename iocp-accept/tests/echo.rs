@@ -61,6 +61,8 @@ uring_suite!(protocol, SPEC:
     non_reading_client,
     survives_descriptor_exhaustion,
     churn_leaves_no_trace,
+    start_up_from_outside,
+    ends_by_sigterm,
 );
 
 uring_suite!(single_shot_protocol, SINGLE:
@@ -74,6 +76,8 @@ uring_suite!(single_shot_protocol, SINGLE:
     non_reading_client,
     survives_descriptor_exhaustion,
     churn_leaves_no_trace,
+    start_up_from_outside,
+    ends_by_sigterm,
 );
 
 /// Past --max-conns, clients are told and closed; the rest are served.
@@ -154,14 +158,17 @@ fn every_reply_arrives_when_the_buffer_ring_runs_dry() {
     assert!(rearmed > 0, "the ring never ran dry");
 }
 
-/// `--buffers` must be a power of two the kernel accepts.
+/// `--buffers` must be a power of two the kernel accepts, and means
+/// nothing to the single-shot loop, which has no ring of buffers.
 #[test]
-fn buffers_must_be_a_power_of_two() {
-    for bad in ["0", "3", "65536"] {
-        let out = std::process::Command::new(SPEC.bin)
-            .args(["--buffers", bad])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "--buffers {bad}");
+fn buffers_must_be_a_power_of_two_and_multishot() {
+    let power = "must be a whole number, a power of two from 1 to 32768";
+    for bad in ["0", "3", "65536", "-4", "many"] {
+        testkit::cli::refused(SPEC.bin, &["--buffers", bad], power);
     }
+    testkit::cli::refused(
+        SPEC.bin,
+        &["--single-shot", "--buffers", "8"],
+        "cannot be used with",
+    );
 }

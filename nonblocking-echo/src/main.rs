@@ -36,8 +36,9 @@ struct Args {
     #[command(flatten)]
     echo: EchoArgs,
 
-    /// Sleep this long after a pass that found nothing to do (0: spin)
-    #[arg(long, default_value_t = 0)]
+    /// Sleep this long after a pass that found nothing to do (0: spin; at
+    /// most 1000, since every client waits out the sleep)
+    #[arg(long, default_value_t = 0, value_parser = shared::cli::in_range(0u64, 1000))]
     idle_sleep_ms: u64,
 }
 
@@ -102,17 +103,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut busy = false;
 
         if Instant::now() >= accept_paused_until {
-            match accept_new(&listener, &mut conns, args.echo.max_line, max_conns) {
-                Ok(n) => {
-                    busy |= n > 0;
-                    if n > 0 {
-                        shortage.clear();
-                    }
-                }
+            match accept_new(
+                &listener,
+                &mut conns,
+                args.echo.max_line,
+                max_conns,
+                &mut shortage,
+            ) {
+                Ok(n) => busy |= n > 0,
                 // Out of descriptors: the pending client stays queued, so
                 // retrying at once would fail again. Leave it a while.
                 Err(e) => {
-                    shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    shortage.pausing(&e);
                     accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
                 }
             }
@@ -151,13 +153,14 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The article's `try: server.accept() except BlockingIOError`, repeated
-/// until nobody is waiting. Returns how many clients were taken; `Err` only
-/// for a shortage of descriptors or memory.
+/// until nobody is waiting. Returns how many clients were taken (served or
+/// refused); `Err` only for a shortage of descriptors or memory.
 fn accept_new(
     listener: &TcpListener,
     conns: &mut Vec<Conn>,
     max_line: usize,
     max_conns: usize,
+    shortage: &mut ShortageLog,
 ) -> anyhow::Result<usize> {
     let mut accepted = 0;
     while accepted < ACCEPTS_PER_PASS {
@@ -177,6 +180,7 @@ fn accept_new(
         };
         accepted += 1;
         if conns.len() >= max_conns {
+            shortage.refusing(&format_args!("{max_conns} connections (--max-conns)"));
             shared::net::refuse(&stream);
             continue;
         }
@@ -185,6 +189,7 @@ fn accept_new(
             debug!("{peer}: {e}");
             continue;
         }
+        shortage.clear();
         info!("{peer} connected");
         conns.push(Conn {
             stream,

@@ -75,3 +75,13 @@ fn help_is_user_documentation() {
 fn an_idle_connection_holds_no_buffer() {
     testkit::suite::memory_per_spoken_connection(&with_idle_sleep::SPEC, 2000, 1024);
 }
+
+/// `--idle-sleep-ms` past a second would leave every client waiting that long.
+#[test]
+fn a_sleep_past_a_second_is_refused() {
+    testkit::cli::refused(
+        env!("CARGO_BIN_EXE_nonblocking-echo"),
+        &["--idle-sleep-ms", "5000"],
+        "must be a whole number, from 0 to 1000",
+    );
+}

@@ -117,7 +117,7 @@ pub fn accept_next(
                     continue;
                 }
                 AcceptError::OutOfResources | AcceptError::Fatal => {
-                    shortage.hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    shortage.pausing(&e);
                     *paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     return None;
                 }

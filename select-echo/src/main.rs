@@ -81,21 +81,25 @@ fn main() -> ExitCode {
 fn main() -> ExitCode {
     use clap::builder::ArgPredicate;
     shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args_with(&[("addr", "127.0.0.1:8093")], |command| {
-        command.mut_arg("max_conns", |arg| {
-            arg.default_value(SELECT_MAX_CONNS)
-                .default_value_if(
-                    "poll",
-                    ArgPredicate::Equals("true".into()),
-                    Some(POLL_MAX_CONNS),
-                )
-                .help(
-                    "Connections served at once; one more is told `ERR server full` and closed \
+    let args: Args = shared::cli::parse_args_with(
+        &[("addr", "127.0.0.1:8093")],
+        |command| {
+            command.mut_arg("max_conns", |arg| {
+                arg.default_value(SELECT_MAX_CONNS)
+                    .default_value_if(
+                        "poll",
+                        ArgPredicate::Equals("true".into()),
+                        Some(POLL_MAX_CONNS),
+                    )
+                    .help(
+                        "Connections served at once; one more is told `ERR server full` and closed \
                      [default: 1000 with select, 10000 with --poll]",
-                )
-                .hide_default_value(true)
-        })
-    });
+                    )
+                    .hide_default_value(true)
+            })
+        },
+        |_, _| Ok(()),
+    );
     let run = if args.poll { poll::run } else { select::run };
     shared::cli::exit_with(run(&args))
 }

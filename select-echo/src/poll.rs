@@ -127,8 +127,8 @@ impl Server {
             // Every entry but the listener's is a connection.
             let live = self.fds.len() - 1;
             if live >= self.max_conns {
-                self.shortage.hit(&format_args!(
-                    "{} connections (--max-conns); refusing new clients",
+                self.shortage.refusing(&format_args!(
+                    "{} connections (--max-conns)",
                     self.max_conns
                 ));
                 shared::net::refuse(&stream);

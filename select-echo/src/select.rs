@@ -123,16 +123,15 @@ impl Server {
             let fd = stream.as_raw_fd();
             // The FD_SETSIZE wall: this descriptor cannot go in an fd_set.
             if fd as usize >= FD_SETSIZE {
-                self.shortage.hit(&format_args!(
-                    "descriptor {fd} is past select's FD_SETSIZE ({FD_SETSIZE}); \
-                     refusing new clients"
+                self.shortage.refusing(&format_args!(
+                    "descriptor {fd} is past select's FD_SETSIZE ({FD_SETSIZE})"
                 ));
                 shared::net::refuse(&stream);
                 continue;
             }
             if self.live >= self.max_conns {
-                self.shortage.hit(&format_args!(
-                    "{} connections (--max-conns); refusing new clients",
+                self.shortage.refusing(&format_args!(
+                    "{} connections (--max-conns)",
                     self.max_conns
                 ));
                 shared::net::refuse(&stream);

@@ -59,6 +59,7 @@ fn crowd_beyond_max_conns() {
         c.refused
     );
     assert_eq!((c.served.len(), c.refused), (1000, 100));
+    suite::says_it_refuses(&server, "1000 connections (--max-conns)");
     newcomer_served_after_some_leave(&server, c);
 }
 
@@ -82,6 +83,7 @@ fn crowd_at_the_fd_setsize_wall() {
     );
     assert_eq!(c.served.len(), 1024 - held_at_start);
     assert_eq!(c.refused, 1100 - c.served.len());
+    suite::says_it_refuses(&server, "past select's FD_SETSIZE (1024)");
     newcomer_served_after_some_leave(&server, c);
 }
 

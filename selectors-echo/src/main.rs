@@ -297,17 +297,15 @@ fn accept(server: &mut Server, key: usize, _mask: Mask) {
                     continue;
                 }
                 AcceptError::OutOfResources | AcceptError::Fatal => {
-                    server
-                        .shortage
-                        .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                    server.shortage.pausing(&e);
                     server.pause_accepting();
                     return;
                 }
             },
         };
         if server.live >= server.max_conns {
-            server.shortage.hit(&format_args!(
-                "{} connections (--max-conns); refusing new clients",
+            server.shortage.refusing(&format_args!(
+                "{} connections (--max-conns)",
                 server.max_conns
             ));
             shared::net::refuse(&stream);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cli::ServerArgs;
+use crate::cli::{ServerAddr, ServerArgs};
 
 /// Binds a TCP listener with `SO_REUSEADDR` (a restarted server can bind while
 /// old connections sit in TIME_WAIT) and the given backlog.
@@ -44,6 +44,33 @@ pub fn announce(listener: &TcpListener) -> anyhow::Result<()> {
 pub fn listen(args: &ServerArgs, nonblocking: bool) -> anyhow::Result<TcpListener> {
     bind(args.addr, args.backlog, nonblocking)
         .with_context(|| format!("cannot listen on {}", args.addr))
+}
+
+/// A client's connect: tries each address `addr` resolved to, in order, as
+/// nc and curl do, and returns the first connection made.
+///
+/// When nothing listens, the error says where it tried and what to do,
+/// since a port that does not match the server's is the commonest slip:
+/// `cannot connect to 127.0.0.1:8093: Connection refused; no server is
+/// listening on port 8093 …`, followed by `hint`, the client's word on its
+/// default port.
+pub fn connect(addr: &ServerAddr, hint: &str) -> anyhow::Result<std::net::TcpStream> {
+    let mut last = None;
+    for &a in &addr.addrs {
+        match std::net::TcpStream::connect(a) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some((a, e)),
+        }
+    }
+    let (a, e) = last.expect("a resolved address has at least one");
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        anyhow::bail!(
+            "cannot connect to {a}: {e}; no server is listening on port {port}. Start one, \
+             or pass --addr with the address its `listening on` line shows ({hint})",
+            port = a.port()
+        );
+    }
+    Err(anyhow::Error::new(e).context(format!("cannot connect to {a}")))
 }
 
 /// What a failed `accept` means for the server.
@@ -127,8 +154,10 @@ fn classify_os_error(_code: Option<i32>) -> AcceptError {
     AcceptError::Fatal
 }
 
-/// Logs a descriptor shortage once per burst rather than once per attempt:
-/// a server that keeps failing to accept would otherwise flood its log.
+/// Logs a ceiling once per burst rather than once per client: a server that
+/// keeps refusing or failing to accept would otherwise flood its log. Every
+/// server says the same two things, so that one `grep` finds them in any
+/// model's log: `…; refusing new clients` and `…; pausing accepts`.
 #[derive(Debug, Default)]
 pub struct ShortageLog {
     in_shortage: bool,
@@ -136,9 +165,19 @@ pub struct ShortageLog {
 }
 
 impl ShortageLog {
-    /// Call on each accept that failed for lack of resources (or a connection
-    /// refused for lack of room).
-    pub fn hit(&mut self, what: &dyn std::fmt::Display) {
+    /// A client was told `ERR server full` (or 503) because the server is at
+    /// `limit`, which names the ceiling: `10000 connections (--max-conns)`.
+    pub fn refusing(&mut self, limit: &dyn std::fmt::Display) {
+        self.hit(format_args!("{limit}; refusing new clients"));
+    }
+
+    /// `accept` failed for lack of resources (EMFILE and the like): the
+    /// clients wait in the listen queue while accepts pause.
+    pub fn pausing(&mut self, error: &dyn std::fmt::Display) {
+        self.hit(format_args!("accept failed: {error}; pausing accepts"));
+    }
+
+    fn hit(&mut self, what: std::fmt::Arguments) {
         self.refused += 1;
         if !self.in_shortage {
             self.in_shortage = true;

@@ -234,8 +234,7 @@ mod server {
                         // raises no new signal, so a timer (SIGALRM, taken
                         // with the others) brings the server back to it.
                         AcceptError::OutOfResources | AcceptError::Fatal => {
-                            self.shortage
-                                .hit(&format_args!("accept failed: {e}; pausing accepts"));
+                            self.shortage.pausing(&e);
                             self.accept_paused = true;
                             alarm_after(ACCEPT_BACKOFF);
                             return;
@@ -243,8 +242,8 @@ mod server {
                     },
                 };
                 if self.live >= self.max_conns {
-                    self.shortage.hit(&format_args!(
-                        "{} connections (--max-conns); refusing new clients",
+                    self.shortage.refusing(&format_args!(
+                        "{} connections (--max-conns)",
                         self.max_conns
                     ));
                     shared::net::refuse(&stream);

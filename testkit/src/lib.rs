@@ -7,6 +7,8 @@
 //! - [`flooder`] and [`flood`]: a client that writes and never reads;
 //! - [`proc`]: RSS, CPU, descriptors and threads of a process tree (Linux);
 //! - [`limit_descriptors`], [`raise_nofile_limit`]: descriptor limits;
+//! - [`cli`]: the command line seen from outside: refused flags, one
+//!   error line, host names, the end by SIGTERM;
 //! - [`suite`]: the echo protocol's conformance checks, turned into
 //!   `#[test]` functions by [`echo_suite!`];
 //! - [`thread_echo_server`]: a reference echo server on a thread of the
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
+pub mod cli;
 pub mod suite;
 
 /// How long a test waits for any one thing before it fails.
@@ -56,9 +59,12 @@ impl TestServer {
 
     /// Like [`start`](Self::start), for a command the caller has prepared
     /// (extra environment, a lowered descriptor limit).
+    /// Adds `--addr 127.0.0.1:0` unless the command names an address.
     pub fn start_command(mut command: Command) -> TestServer {
+        if !command.get_args().any(|a| a == "--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
         command
-            .args(["--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -451,22 +457,31 @@ pub fn limit_pending_signals(command: &mut Command, limit: u64) {
     }
 }
 
-/// Makes `command` start as user `nobody` (65534) with a process limit
-/// (`RLIMIT_NPROC`) that leaves it room for `room` more processes, so a
-/// test can run a forking server out of processes. Returns false, changing
-/// nothing, unless this process runs as root: the kernel does not enforce
-/// the limit for root, so only another user feels it, and only root can
-/// become one. The binary must be executable by `nobody`.
+/// Starts `bin` with `args` as user `nobody` (65534), with a process limit
+/// (`RLIMIT_NPROC`) that leaves it room for `room` more tasks (processes or
+/// threads), so that a test can run a server out of processes or threads.
+///
+/// Returns `None`, starting nothing, unless this process runs as root: the
+/// kernel does not hold root to the limit, so only another user feels it,
+/// and only root can become one. The caller says so in its output; the
+/// other half of such a test (`--max-conns`) runs for everyone.
+///
+/// `nobody` must be able to execute the binary, and a clone in a private
+/// directory (root's home, `mktemp -d`: mode 0700) is out of its reach. So
+/// the binary is copied first into a directory of its own, mode 0755, under
+/// the first temporary directory every user can enter, and run from there;
+/// the copy is removed once the server has started (a running program's
+/// file may be unlinked).
 #[cfg(target_os = "linux")]
-pub fn limit_processes_as_nobody(command: &mut Command, room: u64) -> bool {
+pub fn start_as_nobody(bin: &str, args: &[&str], room: u64) -> Option<TestServer> {
     use std::os::unix::process::CommandExt;
     const NOBODY: libc::uid_t = 65534;
     // SAFETY: geteuid only reads this process's credentials.
     if unsafe { libc::geteuid() } != 0 {
-        return false;
+        return None;
     }
     // The limit counts every task (thread) of the user, system-wide: those
-    // nobody runs already, the server itself, and `room` children.
+    // nobody runs already, the server itself, and `room` more.
     let others: u64 = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -490,6 +505,9 @@ pub fn limit_processes_as_nobody(command: &mut Command, room: u64) -> bool {
         rlim_cur: to_rlim(others + 1 + room),
         rlim_max: to_rlim(others + 1 + room),
     };
+    let copy = ReachableCopy::of(bin);
+    let mut command = Command::new(&copy.path);
+    command.args(args).current_dir(&copy.dir);
     // SAFETY: the closure runs in the child between fork and exec; it only
     // calls setrlimit, setgid and setuid, which are async-signal-safe, on
     // values it owns.
@@ -504,7 +522,70 @@ pub fn limit_processes_as_nobody(command: &mut Command, room: u64) -> bool {
             Ok(())
         });
     }
-    true
+    let server = TestServer::start_command(command);
+    drop(copy);
+    Some(server)
+}
+
+/// A copy of a binary in a directory every user can enter and read,
+/// removed when dropped.
+#[cfg(target_os = "linux")]
+struct ReachableCopy {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl ReachableCopy {
+    fn of(bin: &str) -> ReachableCopy {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::path::{Path, PathBuf};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COPIES: AtomicUsize = AtomicUsize::new(0);
+        // Every directory on the way must let others through (o+x).
+        let open_to_all = |dir: &Path| {
+            dir.ancestors().all(|d| {
+                std::fs::metadata(d)
+                    .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+            })
+        };
+        let base = [
+            std::env::temp_dir(),
+            PathBuf::from("/tmp"),
+            PathBuf::from("/dev/shm"),
+        ]
+        .into_iter()
+        .find(|d| open_to_all(d))
+        .unwrap_or_else(|| {
+            panic!("no temporary directory that user nobody can enter, for a copy of {bin}")
+        });
+        let name = Path::new(bin)
+            .file_name()
+            .expect("a binary has a file name");
+        let dir = base.join(format!(
+            "io-models-{}-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            COPIES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+        let path = dir.join(name);
+        std::fs::copy(bin, &path)
+            .unwrap_or_else(|e| panic!("cannot copy {bin} to {}: {e}", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the copy");
+        ReachableCopy { dir, path }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ReachableCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Readings of a process from `/proc` (Linux).

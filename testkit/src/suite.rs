@@ -301,6 +301,15 @@ macro_rules! echo_suite {
         fn churn_leaves_no_trace() {
             $crate::suite::churn_leaves_no_trace(&SPEC);
         }
+        #[test]
+        fn start_up_from_outside() {
+            $crate::suite::start_up_from_outside(&SPEC);
+        }
+        #[cfg(unix)]
+        #[test]
+        fn ends_by_sigterm() {
+            $crate::suite::ends_by_sigterm(&SPEC);
+        }
     };
 }
 
@@ -311,6 +320,7 @@ pub fn refuses_past_max_conns(spec: &EchoSpec) {
     let server = spec.start(&["--max-conns", "20"]);
     let c = crowd(&server, spec, 25);
     assert_eq!((c.served.len(), c.refused), (20, 5));
+    says_it_refuses(&server, "(--max-conns)");
     drop(c);
     assert!(super::eventually(|| {
         let mut newcomer = server.connect();
@@ -319,6 +329,41 @@ pub fn refuses_past_max_conns(spec: &EchoSpec) {
             .read_line()
             .is_ok_and(|l| l == spec.reply("newcomer").as_bytes())
     }));
+}
+
+/// The server's log says, in the words every server uses, that it is
+/// refusing clients and at which limit (`limit` is part of that line).
+pub fn says_it_refuses(server: &TestServer, limit: &str) {
+    assert!(
+        super::eventually(|| server
+            .log()
+            .lines()
+            .any(|l| l.contains(limit) && l.contains("; refusing new clients"))),
+        "no \"{limit} …; refusing new clients\" in the log:\n{}",
+        server.log()
+    );
+}
+
+/// Starting up, seen from outside: on a port in use the server says so in
+/// one `error:` line; with `--addr localhost:0` it listens on 127.0.0.1 and
+/// serves.
+pub fn start_up_from_outside(spec: &EchoSpec) {
+    super::cli::port_in_use_is_one_error_line(spec.bin, spec.args);
+    let server = super::cli::listens_on_a_host_name(spec.bin, spec.args);
+    assert_eq!(server.connect().request("by name"), spec.reply("by name"));
+}
+
+/// SIGTERM ends the server by that signal, after it has served a client.
+#[cfg(unix)]
+pub fn ends_by_sigterm(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.request("before the end"),
+        spec.reply("before the end")
+    );
+    super::cli::ends_by_sigterm(server);
+    assert!(client.read_to_end().map_or(true, |rest| rest.is_empty()));
 }
 
 /// The outcome of [`crowd`]: the clients that were served, still connected,
@@ -457,26 +502,19 @@ pub fn survives_descriptor_exhaustion(spec: &EchoSpec) {
 /// again once children exit.
 #[cfg(target_os = "linux")]
 pub fn survives_process_exhaustion(spec: &EchoSpec) {
-    use std::process::Command;
-
-    use super::limit_processes_as_nobody;
+    use super::start_as_nobody;
 
     const ROOM: usize = 3;
     eprintln!("{} {:?}: at --max-conns {ROOM}", spec.bin, spec.args);
-    exhaust_processes(spec, &spec.start(&["--max-conns", &ROOM.to_string()]), ROOM);
+    let server = spec.start(&["--max-conns", &ROOM.to_string()]);
+    exhaust_processes(spec, &server, ROOM);
+    says_it_refuses(&server, "(--max-conns)");
 
-    let mut command = Command::new(spec.bin);
-    command.args(spec.args);
-    if limit_processes_as_nobody(&mut command, ROOM as u64) {
+    if let Some(server) = start_as_nobody(spec.bin, spec.args, ROOM as u64) {
         eprintln!("{} {:?}: at RLIMIT_NPROC", spec.bin, spec.args);
-        let server = TestServer::start_command(command);
         exhaust_processes(spec, &server, ROOM);
         // The refusals came from fork failing, not from some other limit.
-        let log = server.stop();
-        assert!(
-            log.contains("fork failed"),
-            "no failed fork in the log:\n{log}"
-        );
+        says_it_refuses(&server, "fork failed");
     } else {
         eprintln!("not root: the RLIMIT_NPROC half of this check needs root, and was not run");
     }

@@ -15,11 +15,14 @@
 //! `printf 'a\nb\n' | cargo run -p shared --bin client -- --addr 127.0.0.1:8093`.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
+use shared::cli::ServerAddr;
+
+/// Said when nothing listens where the client tried.
+const HINT: &str = "this client's default, 127.0.0.1:8093, is select-echo's port; every server's port is in docs/protocol.md";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,9 +35,10 @@ use clap::Parser;
         each reply printed, until end of input."
 )]
 struct Args {
-    /// Server address
-    #[arg(long, default_value = "127.0.0.1:8093")]
-    addr: SocketAddr,
+    /// Server address, IP:PORT or HOST:PORT (every address of a name is
+    /// tried in turn, IPv4 first)
+    #[arg(long, default_value = "127.0.0.1:8093", value_parser = shared::cli::server_addr)]
+    addr: ServerAddr,
 }
 
 fn main() -> ExitCode {
@@ -42,8 +46,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(args.addr)
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    // The article's port for this client's server; a user who started
+    // another server learns here how to reach it.
+    let stream = shared::net::connect(&args.addr, HINT)?;
     let mut replies = BufReader::new(stream.try_clone()?);
     let mut to_server = stream;
     let stdin = io::stdin();

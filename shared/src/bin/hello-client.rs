@@ -11,20 +11,24 @@
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
+use shared::cli::ServerAddr;
+
+/// Said when nothing listens where the client tried.
+const HINT: &str = "this client's default, 127.0.0.1:8083, is nonblocking-echo's port; every server's port is in docs/protocol.md";
 
 #[derive(Parser, Debug)]
 #[command(about = "Send `<pid> hello` repeatedly and print the replies")]
 struct Args {
-    /// Server address
-    #[arg(long, default_value = "127.0.0.1:8083")]
-    addr: SocketAddr,
+    /// Server address, IP:PORT or HOST:PORT (every address of a name is
+    /// tried in turn, IPv4 first)
+    #[arg(long, default_value = "127.0.0.1:8083", value_parser = shared::cli::server_addr)]
+    addr: ServerAddr,
     /// How many times to send (0: until interrupted)
     #[arg(long, default_value_t = 20)]
     count: u64,
@@ -38,8 +42,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(args.addr)
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    // The article's port for this client's server; a user who started
+    // another server learns here how to reach it.
+    let stream = shared::net::connect(&args.addr, HINT)?;
     let mut replies = BufReader::new(stream.try_clone()?);
     let mut to_server = stream;
     let line = format!("{} hello\n", std::process::id());
