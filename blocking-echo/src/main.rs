@@ -40,6 +40,7 @@ use log::{debug, info, warn};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, LineBuffer, answer_lines, answer_rest};
 
+mod ceiling;
 #[cfg(unix)]
 mod fork;
 
@@ -148,12 +149,38 @@ fn serial(listener: TcpListener, max_line: usize) -> anyhow::Result<()> {
     }
 }
 
+/// Stack reserved for each connection thread. The handler's buffers are on
+/// the heap, so a few pages would do; std's default is 2 MiB of address
+/// space a thread, which a limit on address space (`ulimit -v`) feels.
+const THREAD_STACK: usize = 256 * 1024;
+
 /// A thread per connection; the accepting thread only accepts.
+///
+/// Threads run out long before descriptors do (about 16 000 on a default
+/// Linux, at `vm.max_map_count`: see `ceiling.rs`), so the cap is the lower
+/// of `--max-conns` and that ceiling, and a client past it is refused like
+/// one past `--max-conns`. So is one whose thread cannot be started after
+/// all (another process took the last task): the server answers it and
+/// goes on, where an unchecked `spawn` would close it unanswered, or worse.
 fn thread_per_connection(
     listener: TcpListener,
     max_line: usize,
     max_conns: usize,
 ) -> anyhow::Result<()> {
+    let ceiling = ceiling::thread_ceiling(THREAD_STACK);
+    let (cap, limit) = match &ceiling {
+        Some(c) if c.threads < max_conns => {
+            warn!(
+                "--max-conns {max_conns} is past the thread ceiling: at most {c}; \
+                 raise that limit to serve more"
+            );
+            (c.threads, format!("{c}, the thread ceiling"))
+        }
+        _ => (max_conns, format!("{max_conns} connections (--max-conns)")),
+    };
+    if let Some(c) = &ceiling {
+        info!("thread ceiling: {c}");
+    }
     let live = Arc::new(AtomicUsize::new(0));
     shared::net::announce(&listener)?;
     let mut shortage = ShortageLog::default();
@@ -162,23 +189,34 @@ fn thread_per_connection(
             continue;
         };
         // Only this thread increments, so the check cannot race past the cap.
-        if live.load(Ordering::Acquire) >= max_conns {
-            shortage.refusing(&format_args!("{max_conns} connections (--max-conns)"));
+        if live.load(Ordering::Acquire) >= cap {
+            shortage.refusing(&limit);
             shared::net::refuse(&stream);
             continue;
         }
-        admitted(peer, &mut shortage);
+        // The thread first, then the socket, handed over once the thread
+        // exists: if it cannot be started, the socket is still here to be
+        // answered.
         let slot = LiveSlot::take(&live);
+        let (hand_over, taken) = mpsc::sync_channel::<TcpStream>(1);
         let spawned = thread::Builder::new()
             .name(format!("conn {peer}"))
+            .stack_size(THREAD_STACK)
             .spawn(move || {
                 let _slot = slot;
-                handle(stream, peer, max_line);
+                if let Ok(stream) = taken.recv() {
+                    handle(stream, peer, max_line);
+                }
             });
-        // Out of threads (EAGAIN): the closure, and with it the socket and
-        // the slot, is dropped, so the client sees a close.
-        if let Err(e) = spawned {
-            warn!("cannot start a thread for {peer}: {e}");
+        match spawned {
+            Ok(_) => {
+                admitted(peer, &mut shortage);
+                let _ = hand_over.send(stream);
+            }
+            Err(e) => {
+                shortage.refusing(&format_args!("cannot start a thread ({e})"));
+                shared::net::refuse(&stream);
+            }
         }
     }
 }

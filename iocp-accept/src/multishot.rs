@@ -42,6 +42,9 @@ const BGID: u16 = 0;
 pub const BUF_SIZE: usize = 4096;
 /// Send buffers past this size are not kept for reuse.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Spare send buffers kept for reuse, at most: enough for a batch's
+/// replies, and a bound on what a burst leaves behind (4 MiB).
+const KEEP_SPARE: usize = 64;
 /// An operation handed to the kernel and not yet finished: the value in
 /// `callback_map` for the key it was submitted with. A multishot operation
 /// stays here across its completions, until one comes without
@@ -77,10 +80,31 @@ struct Conn {
     /// A cancel of that receive is in flight.
     cancelling: bool,
     send_in_flight: bool,
+    /// Bytes the send in flight holds: owed too, and counted with `owed`
+    /// against the bound on owed output.
+    in_flight: usize,
+    /// In `Server::starved`, waiting to be re-armed after `-ENOBUFS`: a
+    /// flag, so that a lookup costs nothing however many are starved.
+    starved: bool,
     /// End of input or an over-long line: send what is owed, then close.
     closing: bool,
     /// A receive or send failed: free as soon as nothing is in flight.
     broken: bool,
+}
+
+impl Conn {
+    /// Replies owed past the bound: stop receiving until they drain. What
+    /// the send in flight holds counts, or a client that never reads could
+    /// hold a megabyte there and another in `owed`.
+    fn too_much_owed(&self) -> bool {
+        self.owed.len() + self.in_flight >= MAX_OWED
+    }
+
+    /// Should a receive be armed now? Not while closing, broken or owing
+    /// too much, nor when one is armed already.
+    fn wants_recv(&self) -> bool {
+        self.recv.is_none() && !self.closing && !self.broken && !self.too_much_owed()
+    }
 }
 
 /// The provided buffer ring: `entries` buffers of [`BUF_SIZE`] bytes in one
@@ -256,11 +280,15 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
         // re-arm the receives that ran dry.
         server.bufs.publish();
         for conn in std::mem::take(&mut server.starved) {
-            let alive = server
-                .conns
-                .get(conn)
-                .is_some_and(|c| !c.closing && !c.broken && c.recv.is_none());
-            if alive {
+            // The key may have been freed, or even reused, in this batch:
+            // only a connection still flagged is the one that starved. One
+            // that owes too much stays unarmed; its sends re-arm it once
+            // they drain (`apply_backpressure`).
+            let Some(c) = server.conns.get_mut(conn).filter(|c| c.starved) else {
+                continue;
+            };
+            c.starved = false;
+            if c.wants_recv() {
                 server.rearmed_after_enobufs += 1;
                 debug!(
                     "receive re-armed after ENOBUFS ({} so far)",
@@ -370,6 +398,8 @@ impl Server {
             recv: None,
             cancelling: false,
             send_in_flight: false,
+            in_flight: 0,
+            starved: false,
             closing: false,
             broken: false,
         });
@@ -410,8 +440,12 @@ impl Server {
                     c.closing = true;
                 }
                 if c.owed.is_empty() {
-                    // Only part of a line came: the buffer goes back.
-                    self.spare.push(std::mem::take(&mut c.owed));
+                    // Only part of a line came: the buffer goes back (or,
+                    // past the spares kept, is let go).
+                    let unused = std::mem::take(&mut c.owed);
+                    if self.spare.len() < KEEP_SPARE {
+                        self.spare.push(unused);
+                    }
                 }
             }
             self.bufs.push(bid);
@@ -424,15 +458,21 @@ impl Server {
         }
         match result {
             0 => {
-                // End of stream: the unterminated last fragment is answered too.
-                answer_partial_at_end(&mut c.partial, b"", &mut c.owed);
+                // End of stream: the unterminated last fragment is answered
+                // too, unless the connection is already closing. After `ERR
+                // line too long` nothing more is owed, least of all the
+                // rejected line.
+                if !c.closing {
+                    answer_partial_at_end(&mut c.partial, b"", &mut c.owed);
+                }
                 c.closing = true;
             }
             // The ring ran dry: nothing was lost (the data waits in the
             // socket), and the receive has ended. Re-armed at the end of
             // this batch, once its buffers are back; not at once, which
             // would only fail again.
-            n if n == -libc::ENOBUFS && !c.closing && c.recv.is_none() => {
+            n if n == -libc::ENOBUFS && !c.closing && c.recv.is_none() && !c.starved => {
+                c.starved = true;
                 self.starved.push(conn);
             }
             n if n == -libc::ENOBUFS => {}
@@ -461,7 +501,7 @@ impl Server {
         self.post_send(conn)?;
         let c = &self.conns[conn];
         // Receiving, as it should: the common case, with nothing to change.
-        if c.recv.is_some() && !c.closing && c.owed.len() < MAX_OWED {
+        if c.recv.is_some() && !c.closing && !c.too_much_owed() {
             return Ok(());
         }
         self.change_course(conn)
@@ -482,16 +522,15 @@ impl Server {
     /// coming.
     fn apply_backpressure(&mut self, conn: usize) -> io::Result<()> {
         let c = &self.conns[conn];
-        let stop = c.closing || c.owed.len() >= MAX_OWED;
+        let stop = c.closing || c.too_much_owed();
         match c.recv {
             Some(recv) if stop && !c.cancelling => {
                 let entry = opcode::AsyncCancel::new(recv as u64).build();
                 self.conns[conn].cancelling = true;
                 self.submit(Op::Cancel, entry).map(drop)
             }
-            None if !stop && (self.starved.is_empty() || !self.starved.contains(&conn)) => {
-                self.arm_recv(conn)
-            }
+            // A starved connection is re-armed at the end of the batch.
+            None if c.wants_recv() && !c.starved => self.arm_recv(conn),
             _ => Ok(()),
         }
     }
@@ -518,6 +557,9 @@ impl Server {
         )
         .build();
         c.send_in_flight = true;
+        // The whole buffer, sent part included: it is all held until the
+        // send completes.
+        c.in_flight = buf.len();
         self.submit(Op::Send { conn, buf, sent }, entry).map(drop)
     }
 
@@ -531,6 +573,7 @@ impl Server {
     ) -> io::Result<()> {
         let c = &mut self.conns[conn];
         c.send_in_flight = false;
+        c.in_flight = 0;
         if c.broken {
             return self.free_if_idle(conn);
         }
@@ -549,7 +592,7 @@ impl Server {
         }
         // The buffer goes back to the loop's spares, for the next replies
         // of any connection; a large one is let go.
-        if buf.capacity() <= KEEP_CAPACITY {
+        if buf.capacity() <= KEEP_CAPACITY && self.spare.len() < KEEP_SPARE {
             buf.clear();
             self.spare.push(buf);
         }
@@ -564,7 +607,6 @@ impl Server {
             shared::net::close_gracefully(&c.stream);
             info!("{} closed", c.peer);
             self.conns.remove(conn);
-            self.starved.retain(|&s| s != conn);
         }
         Ok(())
     }
@@ -591,7 +633,6 @@ impl Server {
         if c.recv.is_none() && !c.send_in_flight {
             debug!("{} dropped", c.peer);
             self.conns.remove(conn);
-            self.starved.retain(|&s| s != conn);
         }
         Ok(())
     }

@@ -63,6 +63,7 @@ uring_suite!(protocol, SPEC:
     churn_leaves_no_trace,
     start_up_from_outside,
     ends_by_sigterm,
+    over_long_line_then_half_close,
 );
 
 uring_suite!(single_shot_protocol, SINGLE:
@@ -78,7 +79,20 @@ uring_suite!(single_shot_protocol, SINGLE:
     churn_leaves_no_trace,
     start_up_from_outside,
     ends_by_sigterm,
+    over_long_line_then_half_close,
 );
+
+/// Many clients that never read, against the default ring, a ring of four
+/// buffers (which runs dry at once, so receives end with `-ENOBUFS` and
+/// are re-armed), and the single-shot loop.
+#[test]
+fn many_non_reading_clients() {
+    if uring_available() {
+        testkit::suite::many_non_reading_clients(&SPEC, &[]);
+        testkit::suite::many_non_reading_clients(&SPEC, &["--buffers", "4"]);
+        testkit::suite::many_non_reading_clients(&SINGLE, &[]);
+    }
+}
 
 /// Past --max-conns, clients are told and closed; the rest are served.
 #[test]

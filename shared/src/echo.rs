@@ -255,22 +255,18 @@ pub fn answer_read(
         upper_into(data, out);
         return Ok(());
     }
-    let too_long = |out: &mut Vec<u8>| {
-        out.extend_from_slice(ERR_LINE_TOO_LONG);
-        Err(LineTooLong { limit: max_line })
-    };
     let mut rest = data;
     // The line that began in an earlier read ends in this one, or not.
     if !partial.is_empty() {
         let Some(newline) = memchr::memchr(b'\n', rest) else {
             if partial.len() + rest.len() > max_line {
-                return too_long(out);
+                return too_long(partial, max_line, out);
             }
             partial.extend_from_slice(rest);
             return Ok(());
         };
         if partial.len() + newline > max_line {
-            return too_long(out);
+            return too_long(partial, max_line, out);
         }
         partial.extend_from_slice(&rest[..newline]);
         reply_into(partial, suffix, out);
@@ -278,41 +274,61 @@ pub fn answer_read(
         *partial = Vec::new();
         rest = &rest[newline + 1..];
     }
-    // The complete lines, as batches: one search from the end, as
-    // `LineBuffer::next_lines` does, and a line at a time only when a batch
-    // is longer than one line may be.
-    loop {
-        let found = match rest.last() {
-            Some(b'\n') => Some(rest.len() - 1),
-            _ => memchr::memrchr(b'\n', rest),
-        };
-        let Some(last) = found else { break };
-        let end = if last > max_line {
-            let first = memchr::memchr(b'\n', rest).expect("there is a newline at `last`");
-            if first > max_line {
-                return too_long(out);
+    // The complete lines, as one batch: one search from the end, as
+    // `LineBuffer::next_lines` does. A batch longer than one line may be
+    // could hide a line that is too long, so then its lines are checked
+    // one by one, each byte once; the lines before a bad one are answered
+    // first. Framing stays linear in the bytes read, whatever the limit.
+    let found = match rest.last() {
+        Some(b'\n') => Some(rest.len() - 1),
+        _ => memchr::memrchr(b'\n', rest),
+    };
+    if let Some(last) = found {
+        let mut batch_end = last + 1;
+        if last > max_line {
+            if let Some(bad) = first_line_too_long(&rest[..=last], max_line) {
+                batch_end = bad;
             }
-            first
-        } else {
-            last
-        };
-        let (lines, after) = rest.split_at(end + 1);
+        }
+        let (lines, after) = rest.split_at(batch_end);
         if suffix.is_empty() {
             upper_into(lines, out);
         } else {
             upper_with_suffix_into(lines, suffix, out);
         }
-        rest = after;
-        if end == last {
-            break;
+        if batch_end <= last {
+            return too_long(partial, max_line, out);
         }
+        rest = after;
     }
     // What follows the last newline starts the next line.
     if rest.len() > max_line {
-        return too_long(out);
+        return too_long(partial, max_line, out);
     }
     partial.extend_from_slice(rest);
     Ok(())
+}
+
+/// Where the first line of `lines` (whole lines, each ending in `\n`) that is
+/// longer than `max_line` starts, if one is.
+fn first_line_too_long(lines: &[u8], max_line: usize) -> Option<usize> {
+    let mut start = 0;
+    for newline in memchr::memchr_iter(b'\n', lines) {
+        if newline - start > max_line {
+            return Some(start);
+        }
+        start = newline + 1;
+    }
+    None
+}
+
+/// An over-long line: `ERR line too long`, and nothing more will be
+/// answered, so the unfinished line is let go at once (it may be 64 KiB,
+/// and nothing must ever send it).
+fn too_long(partial: &mut Vec<u8>, max_line: usize, out: &mut Vec<u8>) -> Result<(), LineTooLong> {
+    *partial = Vec::new();
+    out.extend_from_slice(ERR_LINE_TOO_LONG);
+    Err(LineTooLong { limit: max_line })
 }
 
 /// At end of input, for a connection framed with [`answer_read`]: the
@@ -537,6 +553,52 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many short lines and a tail past the limit in one read: every line
+    /// answered, then the error, and the tail let go. (Each line is checked
+    /// once; before, each searched the tail again, lines × tail in all.)
+    #[test]
+    fn many_lines_then_a_long_tail_in_one_read() {
+        let mut data = b"ab\n".repeat(5000);
+        data.extend(std::iter::repeat_n(b'x', 3000));
+        let mut partial = Vec::new();
+        let mut out = Vec::new();
+        let verdict = answer_read(&mut partial, &data, 100, b"", &mut out);
+        assert_eq!(verdict, Err(LineTooLong { limit: 100 }));
+        let mut want = b"AB\n".repeat(5000);
+        want.extend_from_slice(ERR_LINE_TOO_LONG);
+        assert_eq!(out, want);
+        assert_eq!(partial.capacity(), 0, "the rejected line is kept");
+    }
+
+    /// A line over the limit in the middle of a batch: the lines before it
+    /// are answered, the error follows, nothing after it is.
+    #[test]
+    fn a_long_line_inside_a_batch_stops_it_there() {
+        let mut data = b"ok\n".repeat(50);
+        data.extend(std::iter::repeat_n(b'y', 150));
+        data.extend_from_slice(b"\nnever\n");
+        let mut partial = b"x".to_vec();
+        let mut out = Vec::new();
+        let verdict = answer_read(&mut partial, &data[..], 100, b"_SB", &mut out);
+        assert_eq!(verdict, Err(LineTooLong { limit: 100 }));
+        let mut want = b"XOK_SB\n".to_vec();
+        want.extend(b"OK_SB\n".repeat(49));
+        want.extend_from_slice(ERR_LINE_TOO_LONG);
+        assert_eq!(out, want);
+        assert!(partial.is_empty());
+    }
+
+    /// A partial line that grows past the limit is let go with its error.
+    #[test]
+    fn a_partial_line_past_the_limit_is_let_go() {
+        let mut partial = b"z".repeat(90);
+        let mut out = Vec::new();
+        let verdict = answer_read(&mut partial, &[b'z'; 20], 100, b"", &mut out);
+        assert_eq!(verdict, Err(LineTooLong { limit: 100 }));
+        assert_eq!(out, ERR_LINE_TOO_LONG);
+        assert_eq!(partial.capacity(), 0);
+    }
 
     #[test]
     fn only_ascii_lowercase_changes() {

@@ -143,9 +143,11 @@ impl LineBuffer {
     /// pipelined batch is framed in a single step.
     ///
     /// When the batch is longer than the limit, one of its lines might be
-    /// too, so it returns just the next line (with its `\n`) and checks it;
-    /// calling again returns the rest. `Ok(None)` and `Err` mean what they
-    /// mean for [`next_line`](Self::next_line).
+    /// too, so its lines are checked one by one (each byte once: framing
+    /// stays linear in the bytes read, whatever the limit), and the batch
+    /// ends before the first line that is too long; the call after returns
+    /// the error. `Ok(None)` and `Err` mean what they mean for
+    /// [`next_line`](Self::next_line).
     #[inline]
     pub fn next_lines(&mut self) -> Result<Option<&[u8]>, LineTooLong> {
         if self.scanned == self.end {
@@ -163,14 +165,41 @@ impl LineBuffer {
         };
         let last = self.scanned + i;
         if last - self.start > self.max_line {
-            let first = self.scanned
-                + memchr::memchr(b'\n', &self.buf[self.scanned..=last])
-                    .expect("there is a newline at `last`");
-            return self.take_through(first, first + 1).map(Some);
+            return self.lines_up_to_a_long_one(last);
         }
         // Searched from the end: what follows `last` holds no newline.
         let end = self.end;
         self.take_through(last, end).map(Some)
+    }
+
+    /// The rare part of [`next_lines`](Self::next_lines): the lines up to
+    /// `last`, checked one by one.
+    #[cold]
+    fn lines_up_to_a_long_one(&mut self, last: usize) -> Result<Option<&[u8]>, LineTooLong> {
+        // `buf[start..scanned]` holds no newline, so the first line ends at
+        // the first newline from `scanned`.
+        let mut line_start = self.start;
+        for newline in memchr::memchr_iter(b'\n', &self.buf[self.scanned..=last]) {
+            let newline = self.scanned + newline;
+            if newline - line_start > self.max_line {
+                if line_start == self.start {
+                    return Err(self.too_long());
+                }
+                // The good lines now; the long one at the next call.
+                let from = self.start;
+                self.start = line_start;
+                self.scanned = line_start;
+                return Ok(Some(&self.buf[from..line_start]));
+            }
+            line_start = newline + 1;
+        }
+        let (from, end) = (self.start, self.end);
+        self.start = last + 1;
+        self.scanned = end;
+        if self.start == self.end {
+            self.reset();
+        }
+        Ok(Some(&self.buf[from..=last]))
     }
 
     /// Takes `buf[start..=newline]`: one line, checked against the limit, or
@@ -376,6 +405,23 @@ mod tests {
             batches_of(100, chunks).0,
             owned(&["a", "bb", "ccc", "", "dddd", "e"])
         );
+    }
+
+    /// Thousands of short lines and a tail past the limit in one read, the
+    /// shape that made framing quadratic: every line, then the error.
+    #[test]
+    fn many_lines_then_a_long_tail_give_every_line_then_the_error() {
+        let mut read = b"ab\n".repeat(5000);
+        read.extend(std::iter::repeat_n(b'x', 3000));
+        let (lines, err) = batches_of(100, &[&read]);
+        assert_eq!(lines, vec![b"ab".to_vec(); 5000]);
+        assert_eq!(err, Some(LineTooLong { limit: 100 }));
+        let mut read = b"cd\n".repeat(5000);
+        read.extend(std::iter::repeat_n(b'y', 3000));
+        read.extend_from_slice(b"\nafter\n");
+        let (lines, err) = batches_of(100, &[&read]);
+        assert_eq!(lines, vec![b"cd".to_vec(); 5000]);
+        assert_eq!(err, Some(LineTooLong { limit: 100 }));
     }
 
     #[test]

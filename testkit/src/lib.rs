@@ -268,6 +268,22 @@ impl LineClient {
         Ok(all)
     }
 
+    /// Reads until the server closes or the connection fails, returning
+    /// every byte that arrived, and the error, if it ended in one (a reset
+    /// after the last reply is not a lost reply).
+    pub fn read_until_closed(&mut self) -> (Vec<u8>, Option<io::Error>) {
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.reader.read(&mut chunk) {
+                Ok(0) => return (all, None),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (all, Some(e)),
+            }
+        }
+    }
+
     /// True if nothing arrives within `wait` (the read times out). For
     /// asserting that a server is *not* answering, e.g. a serial server busy
     /// with another client.

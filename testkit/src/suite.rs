@@ -147,6 +147,37 @@ pub fn over_long_line(spec: &EchoSpec) {
     assert_eq!(after.request("after"), spec.reply("after"));
 }
 
+/// An over-long line, then the client's half-close, many times over, with
+/// and without a newline and at several lengths: each time `ERR line too
+/// long` and the close, and nothing else. The rejected line is never sent,
+/// however the end of stream and the error meet (they race, so one try
+/// proves little).
+pub fn over_long_line_then_half_close(spec: &EchoSpec) {
+    const LIMIT: usize = 64 * 1024; // the default --max-line
+    let server = spec.start(&[]);
+    for round in 0..4 {
+        for len in [LIMIT + 1, LIMIT + 1000, 70_000] {
+            for newline in [false, true] {
+                let mut line = vec![b'b'; len];
+                if newline {
+                    line.push(b'\n');
+                }
+                let mut client = server.connect();
+                client.send(&line);
+                client.shutdown_write();
+                let (got, error) = client.read_until_closed();
+                assert!(
+                    got == ERR_LINE_TOO_LONG.as_bytes(),
+                    "round {round}, {len} bytes, newline {newline}: got {} then {error:?}",
+                    summary(&String::from_utf8_lossy(&got))
+                );
+            }
+        }
+    }
+    let mut after = server.connect();
+    assert_eq!(after.request("after"), spec.reply("after"));
+}
+
 /// After the client shuts down its sending side, every owed reply comes back
 /// (the unterminated last fragment answered as a line), then end of stream.
 pub fn half_close(spec: &EchoSpec) {
@@ -219,6 +250,77 @@ pub fn non_reading_client(spec: &EchoSpec) {
 
     let mut probe = probe.unwrap_or_else(|| {
         drop(flooder);
+        server.connect()
+    });
+    assert_eq!(probe.request("anyone there"), spec.reply("anyone there"));
+}
+
+/// Many clients that write lines as fast as they can and never read, all
+/// at once, each until its socket stops taking bytes: the server stops
+/// reading each at the bound on owed output (1 MiB), so its memory grows by
+/// at most that much per client, plus one read's replies and a fixed
+/// margin, and a newcomer is answered. `extra` is added to the server's
+/// arguments (a smaller ring of buffers, say).
+#[cfg(target_os = "linux")]
+pub fn many_non_reading_clients(spec: &EchoSpec, extra: &[&str]) {
+    use super::{flood, flooder, proc, raise_nofile_limit};
+    const CLIENTS: usize = 32;
+    // Past what kernel buffers and the bound let through, per client: a
+    // server that keeps reading lets every client reach it.
+    const CEILING: usize = 32 << 20;
+    const ONE_READ: u64 = 64 << 10;
+    const MARGIN: u64 = 32 << 20;
+    raise_nofile_limit(4 * CLIENTS as u64 + 100);
+    let server = spec.start(extra);
+    let mut probe = server.connect();
+    assert_eq!(probe.request("warm up"), spec.reply("warm up"));
+    let probe = spec.concurrent.then_some(probe);
+    let before = proc::tree_pss_kib(server.pid()) * 1024;
+    let chunk = "a line whose reply is never read, 4000 bytes a line in all.."
+        .repeat(4000 / 60)
+        .into_bytes();
+    let lines: Vec<u8> = chunk
+        .iter()
+        .copied()
+        .chain(*b"\n")
+        .cycle()
+        .take(64 << 10)
+        .collect();
+    let addr = server.addr();
+    let flooders: Vec<_> = thread::scope(|s| {
+        let lines = &lines;
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut stream = flooder(addr);
+                    let written = flood(&mut stream, lines, CEILING);
+                    (stream, written)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("flooder"))
+            .collect()
+    });
+    let grown = (proc::tree_pss_kib(server.pid()) * 1024).saturating_sub(before);
+    let bound = CLIENTS as u64 * ((1 << 20) + ONE_READ) + MARGIN;
+    let written: usize = flooders.iter().map(|(_, w)| w).sum();
+    eprintln!(
+        "{} {:?} {extra:?}: {CLIENTS} clients wrote {} MiB unread; memory grew {} MiB (bound {} MiB)",
+        spec.bin,
+        spec.args,
+        written >> 20,
+        grown >> 20,
+        bound >> 20
+    );
+    assert!(grown <= bound, "memory grew {grown} bytes, past {bound}");
+    assert!(
+        flooders.iter().all(|&(_, w)| w < CEILING),
+        "the server read everything a client wrote"
+    );
+    let mut probe = probe.unwrap_or_else(|| {
+        drop(flooders);
         server.connect()
     });
     assert_eq!(probe.request("anyone there"), spec.reply("anyone there"));
@@ -300,6 +402,15 @@ macro_rules! echo_suite {
         #[test]
         fn churn_leaves_no_trace() {
             $crate::suite::churn_leaves_no_trace(&SPEC);
+        }
+        #[test]
+        fn over_long_line_then_half_close() {
+            $crate::suite::over_long_line_then_half_close(&SPEC);
+        }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn many_non_reading_clients() {
+            $crate::suite::many_non_reading_clients(&SPEC, &[]);
         }
         #[test]
         fn start_up_from_outside() {

@@ -1,0 +1,136 @@
+//! Thread mode at its thread ceiling (`src/ceiling.rs`): the client past it
+//! is told `ERR server full`, the log names the limit, and the server serves
+//! on. A test binary of its own: a crowd of 18 000 connections needs most of
+//! this process's 20 000 descriptors, so nothing else may run beside it,
+//! and the tests here take turns.
+#![cfg(target_os = "linux")]
+
+use std::sync::Mutex;
+
+use testkit::suite::{ERR_SERVER_FULL, EchoSpec, crowd, says_it_refuses};
+use testkit::{LineClient, TestServer, eventually, raise_nofile_limit};
+
+const SPEC: EchoSpec = EchoSpec {
+    bin: env!("CARGO_BIN_EXE_blocking-echo"),
+    args: &["--mode", "thread"],
+    suffix: "",
+    concurrent: true,
+    busy_polls: false,
+};
+
+/// `n` clients, one after another, each making one round trip and staying:
+/// those served, and how many were refused. (One by one, so that the
+/// listen queue never overflows while threads start.)
+fn one_by_one(server: &TestServer, n: usize) -> (Vec<LineClient>, usize) {
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for i in 0..n {
+        let mut client = server.connect();
+        let line = format!("client {i}");
+        client.send(format!("{line}\n").as_bytes());
+        let answer = client.read_line().expect("an answer");
+        if answer == SPEC.reply(&line).as_bytes() {
+            served.push(client);
+        } else {
+            assert_eq!(answer, ERR_SERVER_FULL.as_bytes(), "client {i}");
+            refused += 1;
+        }
+    }
+    (served, refused)
+}
+
+/// One crowd at a time in this process.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// The limit a ceiling line names, from the server's warning.
+fn ceiling_of(log: &str) -> Option<usize> {
+    let at = log.find("past the thread ceiling: at most ")?;
+    let rest = &log[at + "past the thread ceiling: at most ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// As many connections as this process can hold (about 18 000 here), each
+/// making one round trip, against `--max-conns` 19 000. Where the thread
+/// ceiling is lower (`vm.max_map_count` 65 530 allows about 16 000), the
+/// clients past it are refused, the log names the limit, and the server,
+/// alive, serves a newcomer once some leave. Where the ceiling is higher
+/// than the crowd, every client is served; the test below then still runs
+/// the refusal path, at a process limit.
+#[test]
+fn thread_mode_refuses_past_its_thread_ceiling() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let limit = raise_nofile_limit(20_000);
+    let n = (limit as usize).saturating_sub(1_500).min(18_000);
+    let server = SPEC.start(&["--max-conns", "19000"]);
+    let ceiling = ceiling_of(&server.log());
+    let (mut served, refused) = one_by_one(&server, n);
+    eprintln!(
+        "thread mode, {n} clients: {} served, {refused} refused; ceiling {ceiling:?}",
+        served.len()
+    );
+    assert_eq!(served.len() + refused, n);
+    match ceiling {
+        Some(threads) if threads < n => {
+            assert_eq!(served.len(), threads);
+            says_it_refuses(&server, "the thread ceiling");
+        }
+        _ => assert_eq!(refused, 0),
+    }
+    served.truncate(served.len().saturating_sub(10));
+    assert!(eventually(|| {
+        let mut newcomer = server.connect();
+        newcomer.send(b"newcomer\n");
+        newcomer.read_line().is_ok_and(|l| l == b"NEWCOMER\n")
+    }));
+    drop(served);
+}
+
+/// The same refusal at a limit any machine can be given: the server run as
+/// `nobody` under `RLIMIT_NPROC` (root only; the kernel does not hold root
+/// to it). Its ceiling is read at start-up from that limit. Then another
+/// process of `nobody`'s takes ten of the tasks the limit left, so that
+/// starting threads fails below the ceiling as well: that client too is
+/// refused, and the server goes on.
+#[test]
+fn thread_mode_refuses_at_rlimit_nproc() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    const ROOM: u64 = 20;
+    let Some(server) = testkit::start_as_nobody(SPEC.bin, SPEC.args, ROOM) else {
+        eprintln!("not root: this check needs root to run a server as nobody, and was not run");
+        return;
+    };
+    // Ten tasks of nobody's, the pool's workers, taken after the server
+    // read its limit.
+    let other = testkit::start_as_nobody(SPEC.bin, &["--mode", "pool", "--workers", "10"], 20)
+        .expect("root");
+    let c = crowd(&server, &SPEC, 2 * ROOM as usize);
+    eprintln!(
+        "thread mode at RLIMIT_NPROC: {} served, {} refused",
+        c.served.len(),
+        c.refused
+    );
+    assert!(c.refused > 0 && !c.served.is_empty(), "{c:?}");
+    says_it_refuses(&server, "cannot start a thread");
+    drop(other);
+    drop(c);
+    assert!(eventually(|| {
+        let mut newcomer = server.connect();
+        newcomer.send(b"newcomer\n");
+        newcomer.read_line().is_ok_and(|l| l == b"NEWCOMER\n")
+    }));
+    let log = server.stop();
+    assert!(log.contains("RLIMIT_NPROC"), "{log}");
+}
+
+/// The ceiling line is what a user reads; it names the limit.
+#[test]
+fn the_ceiling_is_logged_at_start() {
+    let mut command = std::process::Command::new(SPEC.bin);
+    command.args(SPEC.args).env("RUST_LOG", "info");
+    let server = TestServer::start_command(command);
+    assert!(
+        eventually(|| server.log().contains("thread ceiling: ")),
+        "{}",
+        server.log()
+    );
+}
