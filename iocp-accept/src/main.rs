@@ -59,6 +59,22 @@ struct Args {
     /// a power of two up to 32768; all are allocated and touched at start
     #[arg(long, default_value_t = 1024, value_parser = buffers, conflicts_with = "single_shot")]
     buffers: u16,
+
+    /// Linux only: submission queue entries, a power of two up to 4096
+    /// (default: --max-conns rounded up to one, from 16 to 1024); the
+    /// completion queue is twice as large. A batch that needs more is
+    /// submitted in parts
+    #[arg(long, value_parser = ring_entries)]
+    ring_entries: Option<u32>,
+}
+
+/// `--ring-entries`: the kernel wants a power of two.
+fn ring_entries(s: &str) -> Result<u32, String> {
+    const WANTED: &str = "must be a whole number, a power of two from 1 to 4096";
+    shared::cli::in_range(1u32, 4096)(s)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .ok_or_else(|| WANTED.into())
 }
 
 /// `--buffers`: the kernel wants a power of two, at most 32768.
@@ -72,7 +88,7 @@ fn buffers(s: &str) -> Result<u16, String> {
 
 /// Refuses the Linux-only flags where the loop is IOCP's.
 fn check(_args: &Args, given: &shared::cli::Given) -> Result<(), String> {
-    for flag in ["single_shot", "buffers"] {
+    for flag in ["single_shot", "buffers", "ring_entries"] {
         if cfg!(not(target_os = "linux")) && given.has(flag) {
             let name = flag.replace('_', "-");
             return Err(format!("--{name} applies only on Linux (io_uring)"));
@@ -98,7 +114,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     // The port first: a server that cannot listen says so in one line,
     // before anything about its ring.
     let listener = shared::net::listen(&args.echo.server, false)?;
-    let ring = uring::new_ring()?;
+    let entries = args
+        .ring_entries
+        .unwrap_or_else(|| uring::ring_entries(args.echo.server.max_conns));
+    let ring = uring::new_ring(entries)?;
     if args.single_shot {
         return uring::run(&args, listener, ring);
     }

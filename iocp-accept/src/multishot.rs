@@ -35,6 +35,7 @@ use shared::{answer_partial_at_end, answer_read};
 use slab::Slab;
 
 use crate::Args;
+use crate::uring::{Submissions, is_transient};
 
 /// The buffer group the receives take from.
 const BGID: u16 = 0;
@@ -202,6 +203,7 @@ impl Drop for BufRing {
 
 struct Server {
     ring: IoUring,
+    submissions: Submissions,
     bufs: BufRing,
     listener: TcpListener,
     /// The article's `callback_map`: key -> pending operation.
@@ -229,6 +231,7 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
     );
     let mut server = Server {
         ring,
+        submissions: Submissions::default(),
         bufs,
         listener,
         callback_map: Slab::new(),
@@ -245,10 +248,12 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
     shared::net::announce(&server.listener)?;
     loop {
         // Step 3: hand over what was queued, wait for completions.
+        server.submissions.flush(&mut server.ring);
         match server.wait() {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            // Interrupted, completions the queue could not hold waiting
+            // (reap first), or no memory for a request just now.
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e).context("io_uring_enter"),
         }
         // Copied out, so that the callbacks may queue new operations.
@@ -323,16 +328,12 @@ impl Server {
     fn submit(&mut self, op: Op, entry: squeue::Entry) -> io::Result<usize> {
         let key = self.callback_map.insert(op);
         let entry = entry.user_data(key as u64);
-        loop {
-            // SAFETY: every pointer in `entry` is to heap memory owned by
-            // the `Op` now in `callback_map` (a send's bytes), which keeps
-            // it there, unmoved and unfreed, until the operation's last
-            // completion removes it; or to nothing (accept, receive).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return Ok(key);
-            }
-            self.ring.submit()?;
-        }
+        // SAFETY: every pointer in `entry` is to heap memory owned by the
+        // `Op` now in `callback_map` (a send's bytes), which keeps it there,
+        // unmoved and unfreed, until the operation's last completion
+        // removes it; or to nothing (accept, receive).
+        unsafe { self.submissions.push(&mut self.ring, entry) }?;
+        Ok(key)
     }
 
     /// The article's `AcceptEx`, armed once for every client to come.

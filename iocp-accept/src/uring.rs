@@ -28,9 +28,17 @@ use slab::Slab;
 
 use crate::Args;
 
-/// Submission queue size; the completion queue is twice as large, and the
-/// kernel holds back completions that do not fit rather than drop them.
-const RING_ENTRIES: u32 = 1024;
+/// The submission queue's size unless `--ring-entries` says otherwise: a
+/// power of two from `--max-conns` (each
+/// connection has about one operation waiting to go in at a time), at
+/// least 16 and at most 1024. The completion queue is twice as large, and
+/// the kernel holds back completions that do not fit rather than drop them;
+/// a batch that needs more entries than the queue holds is submitted in
+/// parts ([`Submissions`]).
+pub fn ring_entries(max_conns: usize) -> u32 {
+    let wanted = max_conns.clamp(16, 1024).next_power_of_two();
+    u32::try_from(wanted).expect("at most 1024")
+}
 /// Accepts kept armed, so a burst of clients does not wait for each one to
 /// be re-armed.
 const ACCEPTS_ARMED: usize = 4;
@@ -87,6 +95,7 @@ struct Conn {
 
 struct Server {
     ring: IoUring,
+    submissions: Submissions,
     listener: TcpListener,
     /// The article's `callback_map`: key -> pending operation.
     callback_map: Slab<Op>,
@@ -100,6 +109,7 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
     info!("single-shot operations, IOCP's shape: a buffer per pending receive");
     let mut server = Server {
         ring,
+        submissions: Submissions::default(),
         listener,
         callback_map: Slab::new(),
         conns: Slab::new(),
@@ -114,11 +124,12 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
     shared::net::announce(&server.listener)?;
     loop {
         // Step 3: hand over what was queued, wait for at least one completion.
+        server.submissions.flush(&mut server.ring);
         match server.ring.submit_and_wait(1) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            // Completions the queue could not hold are waiting: reap first.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            // Interrupted, completions the queue could not hold waiting
+            // (reap first), or no memory for a request just now.
+            Err(e) if is_transient(&e) => {}
             Err(e) => return Err(e).context("io_uring_enter"),
         }
         let mut cq = server.ring.completion();
@@ -146,7 +157,7 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
 /// waits in `io_uring_enter`, instead of interrupting it from another CPU.
 /// Before 6.1, `COOP_TASKRUN` (5.19) at least stops those interruptions
 /// being forced; before that, the plain ring. One info line says which.
-pub fn new_ring() -> anyhow::Result<IoUring> {
+pub fn new_ring(entries: u32) -> anyhow::Result<IoUring> {
     type SetFlags = fn(&mut io_uring::Builder);
     let attempts: [(&str, SetFlags); 3] = [
         ("SINGLE_ISSUER | DEFER_TASKRUN", |b| {
@@ -161,10 +172,10 @@ pub fn new_ring() -> anyhow::Result<IoUring> {
     for (name, flags) in attempts {
         let mut builder = IoUring::builder();
         flags(&mut builder);
-        builder.setup_cqsize(2 * RING_ENTRIES);
-        match builder.build(RING_ENTRIES) {
+        builder.setup_cqsize(2 * entries);
+        match builder.build(entries) {
             Ok(ring) => {
-                info!("io_uring set up with {name}");
+                info!("io_uring set up with {name}, {entries} submission entries");
                 return Ok(ring);
             }
             // An unknown flag: try the next set.
@@ -173,6 +184,83 @@ pub fn new_ring() -> anyhow::Result<IoUring> {
         }
     }
     Err(unavailable(last.expect("tried at least once")))
+}
+
+/// Entries on their way into the submission queue, for both loops.
+///
+/// The queue holds [`ring_entries`]; a batch of completions can ask for more
+/// (a burst of a thousand receives, each wanting its send). When it is full
+/// in the middle of a batch, what it holds is handed to the kernel at once
+/// and the batch goes on. If the kernel will not take it now (`EBUSY` with
+/// completions it could not post, `EAGAIN` when it cannot allocate a
+/// request, `EINTR`), the entries wait here, in order, and go in before the
+/// next wait: a full queue delays an operation, never ends the server.
+/// Order matters: a cancel names an operation by key, and must reach the
+/// kernel before any later entry that reuses that key.
+#[derive(Default)]
+pub struct Submissions {
+    held: std::collections::VecDeque<squeue::Entry>,
+    /// Times the queue filled mid-batch and was submitted early, for the log.
+    early: u64,
+    /// Times the kernel would not take it then, so entries were held.
+    deferred: u64,
+}
+
+impl Submissions {
+    /// Queues `entry`.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `entry` must stay valid, unmoved and unfreed until
+    /// the operation's last completion.
+    pub unsafe fn push(&mut self, ring: &mut IoUring, entry: squeue::Entry) -> io::Result<()> {
+        if self.held.is_empty() {
+            // SAFETY: the caller keeps what `entry` points to alive.
+            if unsafe { ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            self.early += 1;
+            debug!(
+                "submission queue full mid-batch: submitted early ({} so far)",
+                self.early
+            );
+            match ring.submit() {
+                Ok(_) => {
+                    // SAFETY: as above.
+                    if unsafe { ring.submission().push(&entry) }.is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if is_transient(&e) => {
+                    self.deferred += 1;
+                    debug!("submission deferred: {e} ({} so far)", self.deferred);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.held.push_back(entry);
+        Ok(())
+    }
+
+    /// Moves held entries into the queue, oldest first, as far as they fit;
+    /// call before each wait.
+    pub fn flush(&mut self, ring: &mut IoUring) {
+        while let Some(entry) = self.held.front() {
+            // SAFETY: held entries were pushed under `push`'s contract.
+            if unsafe { ring.submission().push(entry) }.is_err() {
+                return;
+            }
+            self.held.pop_front();
+        }
+    }
+}
+
+/// An `io_uring_enter` failure that passes: retry after the next wait.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+    )
 }
 
 /// Whether this kernel has multishot receive (Linux 6.0), found out by
@@ -275,16 +363,10 @@ impl Server {
     fn submit(&mut self, op: Op, entry: squeue::Entry) -> io::Result<()> {
         let key = self.callback_map.insert(op);
         let entry = entry.user_data(key as u64);
-        loop {
-            // SAFETY: every pointer in `entry` is to heap memory owned by
-            // the `Op` now in `callback_map`, which keeps it there, unmoved
-            // and unfreed, until this operation's completion removes it.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return Ok(());
-            }
-            // The submission queue is full: give it to the kernel, retry.
-            self.ring.submit()?;
-        }
+        // SAFETY: every pointer in `entry` is to heap memory owned by the
+        // `Op` now in `callback_map`, which keeps it there, unmoved and
+        // unfreed, until this operation's completion removes it.
+        unsafe { self.submissions.push(&mut self.ring, entry) }
     }
 
     /// The article's `ov.AcceptEx(listen_sock, conn_sock)`.

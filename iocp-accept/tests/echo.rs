@@ -185,4 +185,63 @@ fn buffers_must_be_a_power_of_two_and_multishot() {
         &["--single-shot", "--buffers", "8"],
         "cannot be used with",
     );
+    let entries = "must be a whole number, a power of two from 1 to 4096";
+    for bad in ["0", "3", "8192"] {
+        testkit::cli::refused(SPEC.bin, &["--ring-entries", bad], entries);
+    }
+}
+
+/// A burst bigger than the submission queue: with `--ring-entries 2` the
+/// queue holds 2 entries, and 16 connections, each with lines waiting,
+/// reach the loop together (the server is stopped while they are sent,
+/// then continued), so their sends overflow it in the middle of a batch. The loop submits early and goes on (a count in its debug log
+/// says so), and every reply arrives, in order.
+#[test]
+fn a_full_submission_queue_mid_batch_is_submitted_and_the_loop_goes_on() {
+    if !uring_available() {
+        return;
+    }
+    const CLIENTS: usize = 16;
+    for spec in [SPEC, SINGLE] {
+        let mut command = std::process::Command::new(spec.bin);
+        command
+            .args(spec.args)
+            .args(["--ring-entries", "2"])
+            .env("RUST_LOG", "warn,iocp_accept::uring=debug");
+        let server = testkit::TestServer::start_command(command);
+        let mut clients: Vec<_> = (0..CLIENTS).map(|_| server.connect()).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                c.request(&format!("hello {i}")),
+                spec.reply(&format!("hello {i}"))
+            );
+        }
+        let signal = |sig| {
+            // SAFETY: kill only sends a signal, to the server this test started.
+            assert_eq!(unsafe { libc::kill(server.pid() as libc::pid_t, sig) }, 0);
+        };
+        let mut early = false;
+        for round in 0..20 {
+            signal(libc::SIGSTOP);
+            for (i, c) in clients.iter_mut().enumerate() {
+                for part in 0..3 {
+                    c.send(format!("round {round} client {i} part {part}\n").as_bytes());
+                }
+            }
+            signal(libc::SIGCONT);
+            for (i, c) in clients.iter_mut().enumerate() {
+                for part in 0..3 {
+                    let line = format!("round {round} client {i} part {part}");
+                    assert_eq!(c.read_line().unwrap(), spec.reply(&line).as_bytes());
+                }
+            }
+            early = server
+                .log()
+                .contains("submission queue full mid-batch: submitted early");
+            if early {
+                break;
+            }
+        }
+        assert!(early, "{:?}: the queue never filled mid-batch", spec.args);
+    }
 }
