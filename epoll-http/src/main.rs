@@ -117,6 +117,7 @@ mod server {
     use nix::errno::Errno;
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     use shared::Outbox;
+    use shared::echo::write_some;
     use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
     use slab::Slab;
     use socket2::SockRef;
@@ -131,6 +132,9 @@ mod server {
     const TICK: u16 = 1000;
     /// One read takes at most this much: a few dozen pipelined requests.
     const READ_SIZE: usize = 64 * 1024;
+    /// Edge-triggered: reads one connection gets per turn (1 MiB of
+    /// requests), before the loop serves the others and comes back.
+    const READS_PER_TURN: usize = 16;
     /// Sent to a client over `--max-conns`.
     const SERVER_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 12\r\nConnection: close\r\n\r\nserver full\n";
@@ -143,6 +147,10 @@ mod server {
         /// buffer; complete requests are answered straight from the read.
         pending: Vec<u8>,
         /// The article's `responses[fileno]`: what the socket has not taken.
+        /// Responses are built in the loop's `Server::replies` and written
+        /// from there; only what the socket would not take lands here, and
+        /// the storage goes once it is written, so an idle connection holds
+        /// no output buffer, however much it was sent before.
         output: Outbox,
         /// Bytes of a request body still to skip.
         body_left: usize,
@@ -156,6 +164,9 @@ mod server {
         deadline: Instant,
         /// What epoll watches for now (level-triggered mode).
         interest: EpollFlags,
+        /// Edge-triggered: read its share this turn with more to come; in
+        /// `Server::unfinished`, served again after the others.
+        unfinished: bool,
     }
 
     struct Server {
@@ -164,6 +175,8 @@ mod server {
         conns: Slab<Conn>,
         /// One read buffer for all connections.
         scratch: Box<[u8]>,
+        /// Where each read's responses are built, for every connection.
+        replies: Vec<u8>,
         responses: Responses,
         edge: bool,
         cork: bool,
@@ -176,6 +189,12 @@ mod server {
         next_sweep: Instant,
         accept_paused_until: Option<Instant>,
         shortage: ShortageLog,
+        /// Edge-triggered: connections that used their reads for the turn
+        /// before reading until `WouldBlock`. No new edge will report them,
+        /// so the loop comes back to them after each batch.
+        unfinished: Vec<usize>,
+        /// Times a connection was cut short by [`READS_PER_TURN`], for the log.
+        cut_short: u64,
     }
 
     pub fn run(args: Args) -> anyhow::Result<()> {
@@ -201,6 +220,7 @@ mod server {
             listener,
             conns: Slab::new(),
             scratch: vec![0; READ_SIZE].into_boxed_slice(),
+            replies: Vec::new(),
             responses: Responses::new(SystemTime::now()),
             edge: args.edge,
             cork: args.cork,
@@ -212,19 +232,28 @@ mod server {
             next_sweep: now + Duration::from_secs(1),
             accept_paused_until: None,
             shortage: ShortageLog::default(),
+            unfinished: Vec::new(),
+            cut_short: 0,
         };
         let mut events = vec![EpollEvent::empty(); 1024];
         // Ready only now: the epoll instance exists and watches the listener.
         shared::net::announce(&server.listener)?;
 
         loop {
-            // The article's `events = epoll.poll(1)`.
-            let ready = match server.epoll.wait(&mut events, EpollTimeout::from(TICK)) {
+            // The article's `events = epoll.poll(1)`; without waiting while
+            // edge-triggered connections have reads left over.
+            let tick = if server.unfinished.is_empty() {
+                TICK
+            } else {
+                0
+            };
+            let ready = match server.epoll.wait(&mut events, EpollTimeout::from(tick)) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
                 Err(e) => return Err(e).context("epoll_wait"),
             };
-            server.tick();
+            server.now = Instant::now();
+            server.responses.refresh(SystemTime::now());
             for event in &events[..ready] {
                 if event.data() == LISTENER {
                     server.accept_all();
@@ -232,14 +261,23 @@ mod server {
                     server.on_event(event.data() as usize, event.events());
                 }
             }
+            // Only after the batch. An event names its connection by slab
+            // key, and a closed connection's key goes to the next client
+            // accepted. Within a batch only a connection's own event closes
+            // it, and epoll reports each socket once a batch, so no later
+            // event can name a key freed by an earlier one. Closing expired
+            // connections (or accepting) before the batch would break that:
+            // an expired client's `EPOLLHUP` further down the batch would
+            // close the newcomer given its key.
+            server.resume_unfinished();
+            server.after_batch();
         }
     }
 
     impl Server {
-        /// Once per turn: the clock, the `Date` header, timeouts, accepts.
-        fn tick(&mut self) {
-            self.now = Instant::now();
-            self.responses.refresh(SystemTime::now());
+        /// Once per turn, after its events: timeouts, and accepts that
+        /// resume when a pause for want of descriptors ends.
+        fn after_batch(&mut self) {
             if self.now >= self.next_sweep {
                 self.next_sweep = self.now + Duration::from_secs(1);
                 self.expire();
@@ -261,6 +299,19 @@ mod server {
                 EpollFlags::EPOLLET
             } else {
                 EpollFlags::empty()
+            }
+        }
+
+        /// Edge-triggered: another share of reads for each connection cut
+        /// short, in the order they were, after every other ready socket
+        /// had its turn. The flag, not the key, says a connection is still
+        /// owed one: a key freed and taken by a newcomer meanwhile is not.
+        fn resume_unfinished(&mut self) {
+            for key in std::mem::take(&mut self.unfinished) {
+                if self.conns.get(key).is_some_and(|c| c.unfinished) {
+                    self.conns[key].unfinished = false;
+                    self.serve(key);
+                }
             }
         }
 
@@ -341,13 +392,14 @@ mod server {
                 stream,
                 peer,
                 pending: Vec::new(),
-                output: Outbox::new(),
+                output: Outbox::spill(),
                 body_left: 0,
                 owed_responses: 0,
                 closing: false,
                 request_started: None,
                 deadline: self.now + self.header_timeout,
                 interest,
+                unfinished: false,
             });
             self.shortage.clear();
             info!("{peer} connected");
@@ -365,6 +417,14 @@ mod server {
                 self.close(key);
                 return;
             }
+            if self.conns[key].unfinished {
+                return; // served after the batch, in its turn
+            }
+            self.serve(key);
+        }
+
+        /// One connection's turn: its exchange, then its interest or its end.
+        fn serve(&mut self, key: usize) {
             match self.exchange(key) {
                 Ok(true) => {
                     if !self.edge {
@@ -392,6 +452,7 @@ mod server {
         /// only if the socket does not take it all.
         fn exchange(&mut self, key: usize) -> io::Result<bool> {
             let conn = &mut self.conns[key];
+            let mut reads = 0;
             loop {
                 write_owed(conn, self.cork)?;
                 if !conn.output.is_empty() {
@@ -400,6 +461,21 @@ mod server {
                 if conn.closing {
                     return Ok(false);
                 }
+                if reads == READS_PER_TURN {
+                    // Edge-triggered, and still more to read: the others
+                    // first. A client that pipelines without pause would
+                    // otherwise hold the loop, the accept included.
+                    conn.unfinished = true;
+                    self.unfinished.push(key);
+                    self.cut_short += 1;
+                    debug!(
+                        "{} read {READS_PER_TURN} times this turn; the rest after the others \
+                         ({} cut short so far)",
+                        conn.peer, self.cut_short
+                    );
+                    return Ok(true);
+                }
+                reads += 1;
                 let n = match conn.stream.read(&mut self.scratch) {
                     // End of stream: every complete request was answered as it
                     // arrived; a partial one is dropped with the connection.
@@ -411,18 +487,20 @@ mod server {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
+                self.replies.clear();
                 answer(
                     conn,
                     &self.scratch[..n],
+                    &mut self.replies,
                     &self.responses,
                     self.now,
                     self.header_timeout,
                     self.idle_timeout,
                 );
+                send(conn, &self.replies, self.cork)?;
                 if !self.edge {
                     // Level-triggered: one read per event; anything left is
                     // reported by the next wait.
-                    write_owed(conn, self.cork)?;
                     return Ok(!conn.closing || !conn.output.is_empty());
                 }
                 // Edge-triggered: go round until the socket would block.
@@ -461,14 +539,14 @@ mod server {
     fn answer(
         conn: &mut Conn,
         data: &[u8],
+        replies: &mut Vec<u8>,
         responses: &Responses,
         now: Instant,
         header_timeout: Duration,
         idle_timeout: Duration,
     ) {
         if conn.pending.is_empty() {
-            let handled =
-                http::respond(data, &mut conn.body_left, responses, conn.output.buf_mut());
+            let handled = http::respond(data, &mut conn.body_left, responses, replies);
             conn.owed_responses += handled.responses;
             if !handled.close {
                 conn.pending.extend_from_slice(&data[handled.consumed..]);
@@ -476,15 +554,12 @@ mod server {
             conn.closing |= handled.close;
         } else {
             conn.pending.extend_from_slice(data);
-            let handled = http::respond(
-                &conn.pending,
-                &mut conn.body_left,
-                responses,
-                conn.output.buf_mut(),
-            );
+            let handled = http::respond(&conn.pending, &mut conn.body_left, responses, replies);
             conn.owed_responses += handled.responses;
             conn.pending.drain(..handled.consumed);
-            if handled.close {
+            if handled.close || conn.pending.is_empty() {
+                // Given back: between requests a connection holds no input
+                // buffer, however large the read that filled it.
                 conn.pending = Vec::new();
             }
             conn.closing |= handled.close;
@@ -497,6 +572,32 @@ mod server {
         } else {
             conn.deadline = *conn.request_started.get_or_insert(now) + header_timeout;
         }
+    }
+
+    /// Writes the responses just built in the loop's buffer, and keeps in
+    /// the connection only what the socket would not take (nothing is owed
+    /// before them: a connection is read only once its output is written).
+    /// With `--cork`, a batch of several responses is held back by
+    /// TCP_CORK until all of it is written, as in [`write_owed`].
+    fn send(conn: &mut Conn, replies: &[u8], cork: bool) -> io::Result<()> {
+        if replies.is_empty() {
+            return Ok(());
+        }
+        let corked = cork && conn.owed_responses > 1;
+        if corked {
+            SockRef::from(&conn.stream).set_tcp_cork(true)?;
+        }
+        let written = write_some(&mut conn.stream, replies);
+        if let Ok(n) = written {
+            conn.output.buf_mut().extend_from_slice(&replies[n..]);
+        }
+        if corked {
+            SockRef::from(&conn.stream).set_tcp_cork(false)?;
+        }
+        if conn.output.is_empty() {
+            conn.owed_responses = 0;
+        }
+        written.map(drop)
     }
 
     /// Writes what is owed; with `--cork`, a batch of several responses is

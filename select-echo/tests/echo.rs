@@ -144,3 +144,10 @@ fn an_idle_connection_holds_no_buffer() {
 fn poll_an_idle_connection_holds_no_buffer() {
     suite::memory_per_spoken_connection(&POLL, 5000, 1024);
 }
+
+/// Level-triggered, one read per ready socket per turn: two clients that
+/// pipeline without pause do not hold the loop, with no budget needed.
+#[test]
+fn a_flooder_does_not_hold_the_loop() {
+    suite::a_flooder_does_not_hold_the_loop(&SPEC, false);
+}

@@ -434,8 +434,10 @@ impl Scratch {
     }
 }
 
-/// Writes as much of `bytes` as `dst` takes now; returns how much.
-fn write_some<W: Write + ?Sized>(dst: &mut W, bytes: &[u8]) -> io::Result<usize> {
+/// Writes as much of `bytes` as a non-blocking `dst` takes now, retrying
+/// interrupted writes; returns how much. What is left is the caller's to
+/// keep (an [`Outbox`]) until the socket has room.
+pub fn write_some<W: Write + ?Sized>(dst: &mut W, bytes: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() {
         match dst.write(&bytes[written..]) {

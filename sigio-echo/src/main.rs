@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 
 #[cfg(target_os = "linux")]
 mod server {
-    use std::io::{self, ErrorKind, Read, Write};
+    use std::io::{self, ErrorKind, Read};
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::time::Duration;
@@ -74,6 +74,7 @@ mod server {
     use anyhow::Context;
     use log::{debug, info};
     use shared::echo::MAX_OWED;
+    use shared::echo::write_some;
     use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
     use shared::{answer_partial_at_end, answer_read};
 
@@ -86,6 +87,9 @@ mod server {
     const BATCH: usize = 64;
     /// What one read takes at most.
     const READ_SIZE: usize = 64 * 1024;
+    /// Reads one connection gets per signal (1 MiB of lines), before the
+    /// loop takes the other signals and comes back to it.
+    const READS_PER_TURN: usize = 16;
 
     /// One client.
     struct Conn {
@@ -98,6 +102,9 @@ mod server {
         owed: Vec<u8>,
         /// End of input or an over-long line: write what is owed, then close.
         closing: bool,
+        /// Read its share this turn with more to come: in
+        /// `Server::unfinished`, served again after the next signals.
+        unfinished: bool,
     }
 
     struct Server {
@@ -115,6 +122,12 @@ mod server {
         output: Vec<u8>,
         /// Overflows (plain SIGIO) in the burst going on, for the log.
         overflows: u64,
+        /// Connections that used their reads for the turn before reading
+        /// until `WouldBlock`. Their data raises no new signal, so the loop
+        /// comes back to them itself.
+        unfinished: Vec<RawFd>,
+        /// Times a connection was cut short by [`READS_PER_TURN`], for the log.
+        cut_short: u64,
     }
 
     pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -149,6 +162,8 @@ mod server {
             input: vec![0; READ_SIZE].into_boxed_slice(),
             output: Vec::new(),
             overflows: 0,
+            unfinished: Vec::new(),
+            cut_short: 0,
         };
         shared::net::announce(&server.listener)?;
         // A client that connected before O_ASYNC was set raised no signal.
@@ -158,6 +173,12 @@ mod server {
         let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
         let listener_fd = server.listener.as_raw_fd();
         loop {
+            // Connections cut short last turn come first, unless signals
+            // are waiting: they were raised before, and go before.
+            if !server.unfinished.is_empty() && !signals_waiting(&sfd) {
+                server.resume_unfinished();
+                continue;
+            }
             // The only wait: for the next batch of signals.
             // SAFETY: reads at most size_of_val(&infos) bytes into `infos`,
             // which is writable plain data.
@@ -269,6 +290,7 @@ mod server {
                     partial: Vec::new(),
                     owed: Vec::new(),
                     closing: false,
+                    unfinished: false,
                 });
                 self.live += 1;
                 self.serve(fd);
@@ -292,9 +314,22 @@ mod server {
             let Some(Some(conn)) = self.conns.get_mut(fd as usize) else {
                 return;
             };
+            if conn.unfinished {
+                return; // its turn comes, in order, in `resume_unfinished`
+            }
             match exchange(conn, &mut self.input, &mut self.output, self.max_line) {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Served::Open) => {}
+                Ok(Served::CutShort) => {
+                    conn.unfinished = true;
+                    self.unfinished.push(fd);
+                    self.cut_short += 1;
+                    debug!(
+                        "{} read {READS_PER_TURN} times this turn; the rest after the others \
+                         ({} cut short so far)",
+                        conn.peer, self.cut_short
+                    );
+                }
+                Ok(Served::Done) => {
                     shared::net::close_gracefully(&conn.stream);
                     info!("{} closed", conn.peer);
                     self.forget(fd);
@@ -306,32 +341,69 @@ mod server {
             }
         }
 
+        /// Another share of reads for each connection cut short, in the
+        /// order they were. The flag says a connection is still owed one; a
+        /// descriptor closed and reused meanwhile is not.
+        fn resume_unfinished(&mut self) {
+            for fd in std::mem::take(&mut self.unfinished) {
+                if let Some(Some(conn)) = self.conns.get_mut(fd as usize)
+                    && conn.unfinished
+                {
+                    conn.unfinished = false;
+                    self.serve(fd);
+                }
+            }
+        }
+
         fn forget(&mut self, fd: RawFd) {
             self.conns[fd as usize] = None;
             self.live -= 1;
         }
     }
 
-    /// Reads and answers until the socket would block, writing the replies
-    /// at once. Returns whether the connection stays open.
+    /// What one turn of [`exchange`] left.
+    enum Served {
+        /// Read until `WouldBlock` (or stopped by back-pressure): a signal
+        /// brings the connection back.
+        Open,
+        /// Read [`READS_PER_TURN`] times with more to come: the loop must
+        /// come back to it, since no signal will.
+        CutShort,
+        /// Finished: close it.
+        Done,
+    }
+
+    /// Reads and answers until the socket would block, or for
+    /// [`READS_PER_TURN`] reads, writing the replies at once.
     fn exchange(
         conn: &mut Conn,
         input: &mut [u8],
         output: &mut Vec<u8>,
         max_line: usize,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Served> {
+        let mut reads = 0;
         loop {
             if !write_owed(&mut conn.stream, &mut conn.owed)? && conn.owed.len() >= MAX_OWED {
                 // A client that does not read: stop reading it until the
                 // signal that says its socket has room again.
-                return Ok(true);
+                return Ok(Served::Open);
             }
             if conn.closing {
-                return Ok(!conn.owed.is_empty());
+                return Ok(if conn.owed.is_empty() {
+                    Served::Done
+                } else {
+                    Served::Open
+                });
             }
+            if reads == READS_PER_TURN {
+                // A client that pipelines without pause would otherwise
+                // hold the loop, and every other signal behind it.
+                return Ok(Served::CutShort);
+            }
+            reads += 1;
             let n = match conn.stream.read(input) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Served::Open),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
@@ -351,6 +423,17 @@ mod server {
         }
     }
 
+    /// Whether signals are queued for the signalfd, without waiting.
+    fn signals_waiting(sfd: &OwnedFd) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: sfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, and a zero timeout: poll only looks.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+    }
+
     /// Writes what `owed` holds until it is gone (true) or the socket would
     /// block (false); an emptied `owed` gives its memory back.
     fn write_owed(stream: &mut TcpStream, owed: &mut Vec<u8>) -> io::Result<bool> {
@@ -364,21 +447,6 @@ mod server {
         }
         owed.drain(..written);
         Ok(false)
-    }
-
-    /// Writes as much of `bytes` as the socket takes now; returns how much.
-    fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-        let mut written = 0;
-        while written < bytes.len() {
-            match stream.write(&bytes[written..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(written)
     }
 
     /// Makes `fd` signal-driven: readiness raises `signal` (a real-time

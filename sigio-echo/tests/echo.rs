@@ -16,6 +16,13 @@ fn two_thousand_clients_at_once() {
     testkit::suite::all_served_at_once(&SPEC, 2000);
 }
 
+/// Two clients that pipeline without pause do not hold the loop: a third
+/// is answered meanwhile, and the log shows the per-turn budget at work.
+#[test]
+fn a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&SPEC, true);
+}
+
 /// Past --max-conns, a client is told and closed; the rest are served.
 #[test]
 fn refuses_past_max_conns() {

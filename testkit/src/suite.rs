@@ -326,6 +326,104 @@ pub fn many_non_reading_clients(spec: &EchoSpec, extra: &[&str]) {
     assert_eq!(probe.request("anyone there"), spec.reply("anyone there"));
 }
 
+/// Two clients pipeline 64 KiB of lines per write without pause, reading
+/// their replies as fast as they come, while a third makes 200 round trips.
+/// The flooders stop only once the third is done, so a server whose loop
+/// one greedy client can hold never answers it (the read times out): its
+/// replies arrive while the flooders still have replies outstanding. With
+/// `cut_short`, the server's debug log must also show its per-turn budget
+/// at work (`… cut short so far`): a loop that reads until `WouldBlock`
+/// (edge-triggered epoll, signals, coroutines) needs one.
+pub fn a_flooder_does_not_hold_the_loop(spec: &EchoSpec, cut_short: bool) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    assert!(
+        spec.concurrent,
+        "a serial server serves one client at a time"
+    );
+    let crate_name = std::path::Path::new(spec.bin)
+        .file_name()
+        .expect("a binary name")
+        .to_string_lossy()
+        .replace('-', "_");
+    let mut command = std::process::Command::new(spec.bin);
+    command
+        .args(spec.args)
+        .env("RUST_LOG", format!("warn,{crate_name}=debug"));
+    let server = TestServer::start_command(command);
+    let stop = AtomicBool::new(false);
+    // Ends the flood however the test ends, a failed assertion too.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let sent = [AtomicU64::new(0), AtomicU64::new(0)];
+    let answered = [AtomicU64::new(0), AtomicU64::new(0)];
+    thread::scope(|s| {
+        let _stop = Stop(&stop);
+        for f in 0..2 {
+            let flooder = server.connect();
+            let mut writer = flooder.stream().try_clone().expect("clone");
+            let mut reader = flooder.stream().try_clone().expect("clone");
+            writer
+                .set_write_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            reader
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let (stop, sent, answered) = (&stop, &sent[f], &answered[f]);
+            s.spawn(move || {
+                let line = "pipelined without a pause, replies read as they come\n";
+                let batch = line.repeat(64 * 1024 / line.len());
+                let lines = (batch.len() / line.len()) as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if writer.write_all(batch.as_bytes()).is_ok() {
+                        sent.fetch_add(lines, Ordering::Relaxed);
+                    }
+                }
+                drop(flooder);
+            });
+            s.spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = reader.read(&mut buf) {
+                        let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
+                        answered.fetch_add(newlines as u64, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // Let the flood take hold before the third client starts.
+        assert!(super::eventually(|| answered
+            .iter()
+            .all(|a| a.load(Ordering::Relaxed) > 10_000)));
+        let mut third = server.connect();
+        for i in 0..200 {
+            let line = format!("round trip {i} beside the flood");
+            assert_eq!(third.request(&line), spec.reply(&line));
+        }
+        for f in 0..2 {
+            let (s, a) = (
+                sent[f].load(Ordering::Relaxed),
+                answered[f].load(Ordering::Relaxed),
+            );
+            eprintln!("flooder {f}: {s} lines sent, {a} answered when the third client was done");
+            assert!(s > a, "flooder {f} had nothing outstanding");
+        }
+    });
+    if cut_short {
+        assert!(
+            server.log().contains("cut short so far"),
+            "no per-turn budget in the log:\n{}",
+            server.log()
+        );
+    }
+}
+
 /// Generates one `#[test]` per conformance check, for the server the given
 /// [`EchoSpec`] expression describes. Use it inside a module per server mode:
 ///
