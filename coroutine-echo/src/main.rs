@@ -135,31 +135,32 @@ async fn accept_loop(
 async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> io::Result<()> {
     // The unfinished line: all the input this task keeps between reads.
     let mut partial = Vec::new();
-    // Reads in a row that found data at once, without waiting.
-    let mut unbroken = 0;
+    // Bytes read since this task last let the others go first.
+    let mut taken = 0;
     loop {
-        if unbroken == READS_PER_TURN {
-            // A task switches only where it would block, and one whose
-            // client pipelines without pause never would: it would hold
-            // the thread, and every other client (the accept too) would
-            // wait. gevent has the same flaw. So after a share of reads it
-            // waits for the reactor to say, once more, that its socket is
-            // readable; the reactor says so for every other ready socket
-            // in the same turn, and their tasks run first.
-            unbroken = 0;
-            cut_short(peer);
-            stream.readable().await?;
-        }
         // gevent's patched `recv`: the read is tried; if it would block,
         // the task yields until the reactor says the socket is readable.
-        let mut tries = 0;
         let done = stream
             .read_with(|socket| {
-                tries += 1;
-                SCRATCH.with_borrow_mut(|scratch| scratch.exchange(socket, &mut partial, max_line))
+                if taken >= BYTES_PER_TURN {
+                    // A task switches only where it would block, and one
+                    // whose client pipelines without pause never would: it
+                    // would hold the thread, and every other client (the
+                    // accept too) would wait. gevent has the same flaw. So
+                    // after a share of input the read says it would block,
+                    // and the task waits for the reactor to say once more
+                    // that its socket is readable; the reactor says so for
+                    // every other ready socket in the same turn, and their
+                    // tasks run first.
+                    taken = 0;
+                    cut_short(peer);
+                    return Err(ErrorKind::WouldBlock.into());
+                }
+                SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.exchange(socket, &mut partial, max_line, &mut taken)
+                })
             })
             .await?;
-        unbroken = if tries == 1 { unbroken + 1 } else { 0 };
         // What the socket did not take at once: await room for it, as a
         // blocking `sendall` would wait, so a client that does not read
         // holds up only its own task (and no more than one read's replies).
@@ -174,12 +175,15 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> i
     }
 }
 
-/// Reads in a row one task makes without waiting (1 MiB of lines) before
-/// it lets the others go first.
-const READS_PER_TURN: usize = 16;
+/// Bytes a task reads (16 full reads) before it lets the others go first,
+/// however often it waited meanwhile. Counting only reads that found data
+/// at once would be closer to "a client that never pauses", but under plain
+/// load a client answers before its task reads again, so that count would
+/// cost a reactor turn every few requests; one per MiB costs nothing.
+const BYTES_PER_TURN: usize = 16 * READ_SIZE;
 
 thread_local! {
-    /// Times a task was cut short by [`READS_PER_TURN`], for the log.
+    /// Times a task was cut short by [`BYTES_PER_TURN`], for the log.
     static CUT_SHORT: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -187,7 +191,8 @@ fn cut_short(peer: SocketAddr) {
     let n = CUT_SHORT.get() + 1;
     CUT_SHORT.set(n);
     debug!(
-        "{peer} read {READS_PER_TURN} times this turn; the rest after the others ({n} cut short so far)"
+        "{peer} read {} KiB this turn; the rest after the others ({n} cut short so far)",
+        BYTES_PER_TURN >> 10
     );
 }
 
@@ -215,7 +220,8 @@ struct Exchange {
 }
 
 impl Scratch {
-    /// One read, its lines answered, the replies written at once. A read
+    /// One read (counted in `taken`), its lines answered, the replies
+    /// written at once. A read
     /// that would block returns `WouldBlock`, and `read_with` awaits
     /// readiness; nothing of this buffer survives that.
     fn exchange(
@@ -223,6 +229,7 @@ impl Scratch {
         socket: &TcpStream,
         partial: &mut Vec<u8>,
         max_line: usize,
+        taken: &mut usize,
     ) -> io::Result<Exchange> {
         let n = match (&*socket).read(&mut self.input) {
             Ok(n) => n,
@@ -232,6 +239,7 @@ impl Scratch {
             }
             Err(e) => return Err(e),
         };
+        *taken += n;
         self.output.clear();
         let end = if n == 0 {
             // The client half-closed: the unfinished line is answered too.

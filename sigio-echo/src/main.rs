@@ -87,8 +87,8 @@ mod server {
     const BATCH: usize = 64;
     /// What one read takes at most.
     const READ_SIZE: usize = 64 * 1024;
-    /// Reads one connection gets per signal (1 MiB of lines), before the
-    /// loop takes the other signals and comes back to it.
+    /// Reads one connection gets per signal (up to 1 MiB of lines), before
+    /// the loop takes the other signals and comes back to it.
     const READS_PER_TURN: usize = 16;
 
     /// One client.
@@ -103,7 +103,8 @@ mod server {
         /// End of input or an over-long line: write what is owed, then close.
         closing: bool,
         /// Read its share this turn with more to come: in
-        /// `Server::unfinished`, served again after the next signals.
+        /// `Server::unfinished` (or about to be), served again after the
+        /// next signals.
         unfinished: bool,
     }
 
@@ -122,11 +123,17 @@ mod server {
         output: Vec<u8>,
         /// Overflows (plain SIGIO) in the burst going on, for the log.
         overflows: u64,
-        /// Connections that used their reads for the turn before reading
-        /// until `WouldBlock`. Their data raises no new signal, so the loop
-        /// comes back to them itself.
-        unfinished: Vec<RawFd>,
-        /// Times a connection was cut short by [`READS_PER_TURN`], for the log.
+        /// Connections cut short, for the loop to come back to.
+        later: Later,
+    }
+
+    /// Connections that used their reads for the turn before reading until
+    /// `WouldBlock`. Their data raises no new signal, so the loop comes
+    /// back to them itself.
+    #[derive(Default)]
+    struct Later {
+        fds: Vec<RawFd>,
+        /// Times a connection was cut short, for the log.
         cut_short: u64,
     }
 
@@ -162,8 +169,7 @@ mod server {
             input: vec![0; READ_SIZE].into_boxed_slice(),
             output: Vec::new(),
             overflows: 0,
-            unfinished: Vec::new(),
-            cut_short: 0,
+            later: Later::default(),
         };
         shared::net::announce(&server.listener)?;
         // A client that connected before O_ASYNC was set raised no signal.
@@ -175,7 +181,7 @@ mod server {
         loop {
             // Connections cut short last turn come first, unless signals
             // are waiting: they were raised before, and go before.
-            if !server.unfinished.is_empty() && !signals_waiting(&sfd) {
+            if !server.later.fds.is_empty() && !signals_waiting(&sfd) {
                 server.resume_unfinished();
                 continue;
             }
@@ -315,21 +321,22 @@ mod server {
                 return;
             };
             if conn.unfinished {
-                return; // its turn comes, in order, in `resume_unfinished`
+                // Its turn comes after the signals waiting now: served on
+                // each of its own signals, a client that floods would
+                // still hold the loop, one share at a time.
+                return;
             }
-            match exchange(conn, &mut self.input, &mut self.output, self.max_line) {
-                Ok(Served::Open) => {}
-                Ok(Served::CutShort) => {
-                    conn.unfinished = true;
-                    self.unfinished.push(fd);
-                    self.cut_short += 1;
-                    debug!(
-                        "{} read {READS_PER_TURN} times this turn; the rest after the others \
-                         ({} cut short so far)",
-                        conn.peer, self.cut_short
-                    );
-                }
-                Ok(Served::Done) => {
+            let later = &mut self.later;
+            match exchange(
+                conn,
+                fd,
+                &mut self.input,
+                &mut self.output,
+                self.max_line,
+                later,
+            ) {
+                Ok(true) => {}
+                Ok(false) => {
                     shared::net::close_gracefully(&conn.stream);
                     info!("{} closed", conn.peer);
                     self.forget(fd);
@@ -345,7 +352,7 @@ mod server {
         /// order they were. The flag says a connection is still owed one; a
         /// descriptor closed and reused meanwhile is not.
         fn resume_unfinished(&mut self) {
-            for fd in std::mem::take(&mut self.unfinished) {
+            for fd in std::mem::take(&mut self.later.fds) {
                 if let Some(Some(conn)) = self.conns.get_mut(fd as usize)
                     && conn.unfinished
                 {
@@ -361,49 +368,33 @@ mod server {
         }
     }
 
-    /// What one turn of [`exchange`] left.
-    enum Served {
-        /// Read until `WouldBlock` (or stopped by back-pressure): a signal
-        /// brings the connection back.
-        Open,
-        /// Read [`READS_PER_TURN`] times with more to come: the loop must
-        /// come back to it, since no signal will.
-        CutShort,
-        /// Finished: close it.
-        Done,
-    }
-
     /// Reads and answers until the socket would block, or for
-    /// [`READS_PER_TURN`] reads, writing the replies at once.
+    /// [`READS_PER_TURN`] reads (a client sending faster than it is served:
+    /// then `conn.unfinished` is set, and the loop must come back to it,
+    /// since no signal will), writing the replies at once. Returns whether
+    /// the connection stays open.
     fn exchange(
         conn: &mut Conn,
+        fd: RawFd,
         input: &mut [u8],
         output: &mut Vec<u8>,
         max_line: usize,
-    ) -> io::Result<Served> {
-        let mut reads = 0;
-        loop {
+        later: &mut Later,
+    ) -> io::Result<bool> {
+        // A client that pipelines without pause would otherwise hold the
+        // loop, and every other signal behind it: at most this many reads.
+        for _ in 0..READS_PER_TURN {
             if !write_owed(&mut conn.stream, &mut conn.owed)? && conn.owed.len() >= MAX_OWED {
                 // A client that does not read: stop reading it until the
                 // signal that says its socket has room again.
-                return Ok(Served::Open);
+                return Ok(true);
             }
             if conn.closing {
-                return Ok(if conn.owed.is_empty() {
-                    Served::Done
-                } else {
-                    Served::Open
-                });
+                return Ok(!conn.owed.is_empty());
             }
-            if reads == READS_PER_TURN {
-                // A client that pipelines without pause would otherwise
-                // hold the loop, and every other signal behind it.
-                return Ok(Served::CutShort);
-            }
-            reads += 1;
             let n = match conn.stream.read(input) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Served::Open),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
@@ -419,8 +410,34 @@ mod server {
             if conn.owed.is_empty() {
                 written = write_some(&mut conn.stream, output)?;
             }
-            conn.owed.extend_from_slice(&output[written..]);
+            if written < output.len() {
+                conn.owed.extend_from_slice(&output[written..]);
+            }
         }
+        Ok(cut_short(conn, fd, later))
+    }
+
+    /// A connection read [`READS_PER_TURN`] times in one turn without
+    /// running dry: the loop comes back to it, once, after the others,
+    /// unless it is closing (then what it owes goes as for any other).
+    /// Out of line, so that the common exchange pays nothing for it.
+    #[cold]
+    #[inline(never)]
+    fn cut_short(conn: &mut Conn, fd: RawFd, later: &mut Later) -> bool {
+        if conn.closing {
+            return !conn.owed.is_empty();
+        }
+        if !conn.unfinished {
+            conn.unfinished = true;
+            later.fds.push(fd);
+            later.cut_short += 1;
+            debug!(
+                "{} read {READS_PER_TURN} times this turn; the rest after the others \
+                 ({} cut short so far)",
+                conn.peer, later.cut_short
+            );
+        }
+        true
     }
 
     /// Whether signals are queued for the signalfd, without waiting.
