@@ -213,12 +213,31 @@ impl Submissions {
     ///
     /// Every pointer in `entry` must stay valid, unmoved and unfreed until
     /// the operation's last completion.
+    #[inline]
     pub unsafe fn push(&mut self, ring: &mut IoUring, entry: squeue::Entry) -> io::Result<()> {
+        // The common case: nothing held back, and room in the queue.
+        // SAFETY: the caller keeps what `entry` points to alive.
+        if self.held.is_empty() && unsafe { ring.submission().push(&entry) }.is_ok() {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { self.push_when_full(ring, entry) }
+    }
+
+    /// The rare part of [`push`](Self::push): the queue is full, or
+    /// entries are held already (and this one must go after them).
+    ///
+    /// # Safety
+    ///
+    /// As for `push`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn push_when_full(
+        &mut self,
+        ring: &mut IoUring,
+        entry: squeue::Entry,
+    ) -> io::Result<()> {
         if self.held.is_empty() {
-            // SAFETY: the caller keeps what `entry` points to alive.
-            if unsafe { ring.submission().push(&entry) }.is_ok() {
-                return Ok(());
-            }
             self.early += 1;
             debug!(
                 "submission queue full mid-batch: submitted early ({} so far)",
@@ -226,7 +245,7 @@ impl Submissions {
             );
             match ring.submit() {
                 Ok(_) => {
-                    // SAFETY: as above.
+                    // SAFETY: the caller keeps what `entry` points to alive.
                     if unsafe { ring.submission().push(&entry) }.is_ok() {
                         return Ok(());
                     }
