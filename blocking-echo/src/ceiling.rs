@@ -16,7 +16,7 @@
 //! | `vm.max_map_count` (65 530 by default) | 4 memory mappings: its stack and guard page, its signal stack and guard |
 //! | `kernel.threads-max`, `kernel.pid_max` | a task, system-wide |
 //! | `RLIMIT_NPROC` (`ulimit -u`; not held to root) | a task of this user |
-//! | `RLIMIT_AS` (`ulimit -v`) | its stacks' address space |
+//! | `RLIMIT_AS` (`ulimit -v`) | its stacks' address space (and glibc's malloc arenas, 64 MiB each, up to eight per CPU) |
 //!
 //! Each is read with what is already in use and a reserve for the rest of
 //! the process, so the ceiling is a little under the real edge. A limit
@@ -80,8 +80,13 @@ pub fn thread_ceiling(stack: usize) -> Option<Ceiling> {
     }
     if let (Some(max), Some(used)) = (soft_limit(libc::RLIMIT_AS), address_space_in_use()) {
         let per_thread = stack + signal_stack() + 2 * page();
+        // glibc gives threads malloc arenas of their own, up to eight per
+        // CPU, each reserving 64 MiB of address space (it uses little of
+        // it, but `ulimit -v` counts reservations).
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let arenas = 8 * cpus * (64 << 20);
         candidates.push(Ceiling {
-            threads: max.saturating_sub(used + RESERVE_ADDRESS_SPACE) / per_thread,
+            threads: max.saturating_sub(used + arenas + RESERVE_ADDRESS_SPACE) / per_thread,
             limit: format!(
                 "RLIMIT_AS = {} MiB, {} KiB of address space a thread (ulimit -v)",
                 max >> 20,

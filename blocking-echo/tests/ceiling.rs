@@ -62,8 +62,9 @@ fn thread_mode_refuses_past_its_thread_ceiling() {
     let limit = raise_nofile_limit(20_000);
     let n = (limit as usize).saturating_sub(1_500).min(18_000);
     let server = SPEC.start(&["--max-conns", "19000"]);
-    let ceiling = ceiling_of(&server.log());
     let (mut served, refused) = one_by_one(&server, n);
+    // Logged before the ready line, and read from the log's pipe since.
+    let ceiling = ceiling_of(&server.log());
     eprintln!(
         "thread mode, {n} clients: {} served, {refused} refused; ceiling {ceiling:?}",
         served.len()
@@ -120,6 +121,58 @@ fn thread_mode_refuses_at_rlimit_nproc() {
     }));
     let log = server.stop();
     assert!(log.contains("RLIMIT_NPROC"), "{log}");
+}
+
+/// The same at a limit on address space (`ulimit -v`), which needs no
+/// root: the server is given room for glibc's malloc arenas and about 512
+/// MiB more, so its ceiling is some 1 500 threads, read at start-up from
+/// `RLIMIT_AS`. 2 000 clients: the ones past it are refused, the log names
+/// the limit, and the server serves on.
+#[test]
+fn thread_mode_refuses_at_rlimit_as() {
+    use std::os::unix::process::CommandExt;
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    raise_nofile_limit(4_500);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    let bytes = 8 * cpus * (64 << 20) + (512 << 20);
+    let lim = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    let mut command = std::process::Command::new(SPEC.bin);
+    command.args(SPEC.args).args(["--max-conns", "19000"]);
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // calls setrlimit, which is async-signal-safe, on a value it owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = TestServer::start_command(command);
+    assert!(
+        eventually(|| ceiling_of(&server.log()).is_some()),
+        "no ceiling below --max-conns:\n{}",
+        server.log()
+    );
+    let ceiling = ceiling_of(&server.log()).expect("seen above");
+    assert!(server.log().contains("RLIMIT_AS"), "{}", server.log());
+    let (mut served, refused) = one_by_one(&server, 2_000);
+    eprintln!(
+        "thread mode at RLIMIT_AS: ceiling {ceiling}, {} served, {refused} refused",
+        served.len()
+    );
+    assert!(ceiling < 2_000 && refused > 0, "ceiling {ceiling}");
+    assert!(served.len() <= ceiling);
+    says_it_refuses(&server, "refusing");
+    served.truncate(served.len().saturating_sub(10));
+    assert!(eventually(|| {
+        let mut newcomer = server.connect();
+        newcomer.send(b"newcomer\n");
+        newcomer.read_line().is_ok_and(|l| l == b"NEWCOMER\n")
+    }));
 }
 
 /// The ceiling line is what a user reads; it names the limit.
