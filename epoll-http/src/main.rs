@@ -74,6 +74,7 @@ fn seconds(s: &str) -> Result<Duration, String> {
 }
 
 /// Refuses the echo servers' `--max-line`, which has no meaning here.
+#[cfg(target_os = "linux")]
 fn check(_args: &Args, given: &shared::cli::Given) -> Result<(), String> {
     if given.has("max_line") {
         return Err(
