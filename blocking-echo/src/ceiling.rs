@@ -26,11 +26,15 @@
 use std::fmt;
 
 /// Memory mappings one thread adds.
+#[cfg(target_os = "linux")]
 const MAPS_PER_THREAD: usize = 4;
 /// Mappings, tasks and address space kept back for everything else the
 /// process and the system do.
+#[cfg(target_os = "linux")]
 const RESERVE_MAPS: usize = 512;
+#[cfg(target_os = "linux")]
 const RESERVE_TASKS: usize = 64;
+#[cfg(target_os = "linux")]
 const RESERVE_ADDRESS_SPACE: usize = 64 << 20;
 
 /// The lowest of the limits on threads, and which one it is.
