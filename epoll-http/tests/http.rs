@@ -367,15 +367,9 @@ fn a_stale_event_never_reaches_a_newcomer(mode: &[&str]) {
         stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
     };
     let done = AtomicBool::new(false);
-    // Ends the busy client however the test ends, a failed assertion too.
-    struct Done<'a>(&'a AtomicBool);
-    impl Drop for Done<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     thread::scope(|s| {
-        let _done = Done(&done);
+        // Ends the busy client however the test ends, a failed assertion too.
+        let _done = testkit::SetOnDrop(&done);
         // The busy client: requests written and responses read as fast as
         // they go, until the test is done.
         let busy = TcpStream::connect(server.addr()).unwrap();
@@ -437,14 +431,8 @@ fn a_pipelining_client_does_not_hold_the_loop(mode: &[&str]) {
     command.args(mode).env("RUST_LOG", "warn,epoll_http=debug");
     let server = TestServer::start_command(command);
     let stop = AtomicBool::new(false);
-    struct Stop<'a>(&'a AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     thread::scope(|s| {
-        let _stop = Stop(&stop);
+        let _stop = testkit::SetOnDrop(&stop);
         for _ in 0..2 {
             let flooder = TcpStream::connect(server.addr()).unwrap();
             flooder

@@ -378,6 +378,18 @@ pub fn flood(stream: &mut TcpStream, chunk: &[u8], limit: usize) -> usize {
     written
 }
 
+/// Sets a flag when dropped: a test's helper threads watch it, and stop
+/// however the test ends, a failed assertion included (scoped threads are
+/// joined before a panic leaves the scope, so a flag set only at the end
+/// would leave them, and the test, running for ever).
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Polls `condition` every 10 ms until it holds or [`TIMEOUT`] passes;
 /// returns whether it held. For state the test can only observe from
 /// outside, such as a descriptor count in `/proc`.

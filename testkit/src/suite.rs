@@ -354,17 +354,11 @@ pub fn a_flooder_does_not_hold_the_loop(spec: &EchoSpec, cut_short: bool) {
         .env("RUST_LOG", format!("warn,{crate_name}=debug"));
     let server = TestServer::start_command(command);
     let stop = AtomicBool::new(false);
-    // Ends the flood however the test ends, a failed assertion too.
-    struct Stop<'a>(&'a AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     let sent = [AtomicU64::new(0), AtomicU64::new(0)];
     let answered = [AtomicU64::new(0), AtomicU64::new(0)];
     thread::scope(|s| {
-        let _stop = Stop(&stop);
+        // Ends the flood however the test ends, a failed assertion too.
+        let _stop = super::SetOnDrop(&stop);
         for f in 0..2 {
             let flooder = server.connect();
             let mut writer = flooder.stream().try_clone().expect("clone");
