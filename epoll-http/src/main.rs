@@ -584,21 +584,13 @@ mod server {
         if replies.is_empty() {
             return Ok(());
         }
-        let corked = cork && conn.owed_responses > 1;
-        if corked {
-            SockRef::from(&conn.stream).set_tcp_cork(true)?;
-        }
-        let written = write_some(&mut conn.stream, replies);
-        if let Ok(n) = written {
-            conn.output.buf_mut().extend_from_slice(&replies[n..]);
-        }
-        if corked {
-            SockRef::from(&conn.stream).set_tcp_cork(false)?;
-        }
-        if conn.output.is_empty() {
-            conn.owed_responses = 0;
-        }
-        written.map(drop)
+        write_corked(conn, cork, |conn| {
+            let written = write_some(&mut conn.stream, replies)?;
+            if written < replies.len() {
+                conn.output.buf_mut().extend_from_slice(&replies[written..]);
+            }
+            Ok(())
+        })
     }
 
     /// Writes what is owed; with `--cork`, a batch of several responses is
@@ -608,11 +600,22 @@ mod server {
         if conn.output.is_empty() {
             return Ok(());
         }
+        write_corked(conn, cork, |conn| conn.output.write_to(&mut conn.stream))
+    }
+
+    /// Runs `write` with TCP_CORK set around it when `--cork` is on and
+    /// several responses are going out together; the count of responses
+    /// owed starts again once nothing is left.
+    fn write_corked(
+        conn: &mut Conn,
+        cork: bool,
+        write: impl FnOnce(&mut Conn) -> io::Result<()>,
+    ) -> io::Result<()> {
         let corked = cork && conn.owed_responses > 1;
         if corked {
             SockRef::from(&conn.stream).set_tcp_cork(true)?;
         }
-        let result = conn.output.write_to(&mut conn.stream);
+        let result = write(conn);
         if corked {
             SockRef::from(&conn.stream).set_tcp_cork(false)?;
         }

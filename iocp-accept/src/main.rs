@@ -70,20 +70,20 @@ struct Args {
 
 /// `--ring-entries`: the kernel wants a power of two.
 fn ring_entries(s: &str) -> Result<u32, String> {
-    const WANTED: &str = "must be a whole number, a power of two from 1 to 4096";
-    shared::cli::in_range(1u32, 4096)(s)
-        .ok()
-        .filter(|n| n.is_power_of_two())
-        .ok_or_else(|| WANTED.into())
+    power_of_two(s, 4096)
 }
 
 /// `--buffers`: the kernel wants a power of two, at most 32768.
 fn buffers(s: &str) -> Result<u16, String> {
-    const WANTED: &str = "must be a whole number, a power of two from 1 to 32768";
-    shared::cli::in_range(1u16, 32768)(s)
+    power_of_two(s, 32768).map(|n| n as u16)
+}
+
+/// A power of two from 1 to `max`, worded as every numeric flag is.
+fn power_of_two(s: &str, max: u32) -> Result<u32, String> {
+    shared::cli::in_range(1u32, max)(s)
         .ok()
         .filter(|n| n.is_power_of_two())
-        .ok_or_else(|| WANTED.into())
+        .ok_or_else(|| format!("must be a whole number, a power of two from 1 to {max}"))
 }
 
 /// Refuses the Linux-only flags where the loop is IOCP's.

@@ -80,9 +80,8 @@ struct Conn {
     recv: Option<usize>,
     /// A cancel of that receive is in flight.
     cancelling: bool,
-    send_in_flight: bool,
-    /// Bytes the send in flight holds: owed too, and counted with `owed`
-    /// against the bound on owed output.
+    /// Bytes the send in flight holds (0: no send in flight): owed too,
+    /// and counted with `owed` against the bound on owed output.
     in_flight: usize,
     /// In `Server::starved`, waiting to be re-armed after `-ENOBUFS`: a
     /// flag, so that a lookup costs nothing however many are starved.
@@ -398,7 +397,6 @@ impl Server {
             owed: Vec::new(),
             recv: None,
             cancelling: false,
-            send_in_flight: false,
             in_flight: 0,
             starved: false,
             closing: false,
@@ -540,7 +538,7 @@ impl Server {
     /// flight (replies then gather in `owed` and go in the next).
     fn post_send(&mut self, conn: usize) -> io::Result<()> {
         let c = &mut self.conns[conn];
-        if c.send_in_flight || c.owed.is_empty() {
+        if c.in_flight > 0 || c.owed.is_empty() {
             return Ok(());
         }
         // The send owns the bytes now; the connection keeps nothing.
@@ -557,7 +555,6 @@ impl Server {
             rest.len() as u32,
         )
         .build();
-        c.send_in_flight = true;
         // The whole buffer, sent part included: it is all held until the
         // send completes.
         c.in_flight = buf.len();
@@ -573,7 +570,6 @@ impl Server {
         result: i32,
     ) -> io::Result<()> {
         let c = &mut self.conns[conn];
-        c.send_in_flight = false;
         c.in_flight = 0;
         if c.broken {
             return self.free_if_idle(conn);
@@ -604,7 +600,7 @@ impl Server {
     /// receive has ended.
     fn close_if_done(&mut self, conn: usize) -> io::Result<()> {
         let c = &self.conns[conn];
-        if c.closing && c.owed.is_empty() && !c.send_in_flight && c.recv.is_none() {
+        if c.closing && c.owed.is_empty() && c.in_flight == 0 && c.recv.is_none() {
             shared::net::close_gracefully(&c.stream);
             info!("{} closed", c.peer);
             self.conns.remove(conn);
@@ -631,7 +627,7 @@ impl Server {
 
     fn free_if_idle(&mut self, conn: usize) -> io::Result<()> {
         let c = &self.conns[conn];
-        if c.recv.is_none() && !c.send_in_flight {
+        if c.recv.is_none() && c.in_flight == 0 {
             debug!("{} dropped", c.peer);
             self.conns.remove(conn);
         }

@@ -159,12 +159,8 @@ impl Given<'_> {
     /// True if the argument `id` (its field name) was given.
     pub fn has(&self, id: &str) -> bool {
         matches!(
-            self.0
-                .try_get_raw(id)
-                .ok()
-                .flatten()
-                .map(|_| self.0.value_source(id)),
-            Some(Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+            self.0.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         )
     }
 }
