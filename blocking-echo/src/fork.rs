@@ -88,6 +88,11 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
     // Non-blocking, so that a readiness `poll` reported falsely (another
     // client's reset) cannot block the parent in `accept`.
     listener.set_nonblocking(true)?;
+    // Raised like every server's, though here it is no ceiling: each child
+    // holds its own client, and the parent none.
+    if let Some(limit) = shared::limits::raise_descriptor_limit() {
+        log::info!("{limit}: each child holds one client, the parent none");
+    }
     let (wake_rx, wake_tx) = UnixStream::pair().context("socketpair")?;
     wake_rx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;

@@ -37,6 +37,7 @@ use std::thread;
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use log::{debug, info, warn};
+use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, LineBuffer, answer_lines, answer_rest};
 
@@ -126,10 +127,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     let listener = shared::net::listen(&args.echo.server, false)?;
     let max_line = args.echo.max_line;
     info!("serving in {} mode", args.mode);
+    let max_conns = args.echo.server.max_conns;
     match args.mode {
-        Mode::Serial => serial(listener, max_line),
-        Mode::Thread => thread_per_connection(listener, max_line, args.echo.server.max_conns),
-        Mode::Pool => pool(listener, max_line, args.workers.into(), args.queue),
+        Mode::Serial => {
+            shared::limits::descriptor_room(1, "serial mode");
+            serial(listener, max_line)
+        }
+        Mode::Thread => {
+            let room = shared::limits::descriptor_room(max_conns, "--max-conns");
+            thread_per_connection(listener, max_line, room)
+        }
+        Mode::Pool => {
+            // Held at once: one client per worker, and the queue's.
+            let workers = usize::from(args.workers);
+            shared::limits::descriptor_room(workers + args.queue, "--workers plus --queue");
+            pool(listener, max_line, workers, args.queue)
+        }
         #[cfg(unix)]
         Mode::Fork => fork::run(listener, max_line, args.echo.server.max_conns),
         #[cfg(not(unix))]
@@ -162,21 +175,17 @@ const THREAD_STACK: usize = 256 * 1024;
 /// one past `--max-conns`. So is one whose thread cannot be started after
 /// all (another process took the last task): the server answers it and
 /// goes on, where an unchecked `spawn` would close it unanswered, or worse.
-fn thread_per_connection(
-    listener: TcpListener,
-    max_line: usize,
-    max_conns: usize,
-) -> anyhow::Result<()> {
+fn thread_per_connection(listener: TcpListener, max_line: usize, room: Room) -> anyhow::Result<()> {
     let ceiling = ceiling::thread_ceiling(THREAD_STACK);
     let (cap, limit) = match &ceiling {
-        Some(c) if c.threads < max_conns => {
+        Some(c) if c.threads < room.conns => {
             warn!(
-                "--max-conns {max_conns} is past the thread ceiling: at most {c}; \
-                 raise that limit to serve more"
+                "{} is past the thread ceiling: at most {c}; raise that limit to serve more",
+                room.limit
             );
             (c.threads, format!("{c}, the thread ceiling"))
         }
-        _ => (max_conns, format!("{max_conns} connections (--max-conns)")),
+        _ => (room.conns, room.limit),
     };
     if let Some(c) = &ceiling {
         info!("thread ceiling: {c}");

@@ -44,6 +44,7 @@ use async_io::{Async, Timer};
 use clap::Parser;
 use futures_lite::AsyncWriteExt;
 use log::{debug, info};
+use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, answer_partial_at_end, answer_read};
 
@@ -74,8 +75,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // `block_on` on this thread, which also waits in the reactor whenever
     // no task can run.
     let ex = LocalExecutor::new();
+    let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
     shared::net::announce(listener.get_ref())?;
-    async_io::block_on(ex.run(accept_loop(&ex, listener, args)))
+    async_io::block_on(ex.run(accept_loop(&ex, listener, room, args.echo.max_line)))
 }
 
 /// The accepting task: a task per client, as gevent's `StreamServer`
@@ -83,11 +85,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
 async fn accept_loop(
     ex: &LocalExecutor<'_>,
     listener: Async<TcpListener>,
-    args: &Args,
+    room: Room,
+    max_line: usize,
 ) -> anyhow::Result<()> {
     let live = Rc::new(Cell::new(0usize));
-    let max_conns = args.echo.server.max_conns;
-    let max_line = args.echo.max_line;
     let mut shortage = ShortageLog::default();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -109,8 +110,8 @@ async fn accept_loop(
                 AcceptError::Fatal => return Err(e).context("accept failed"),
             },
         };
-        if live.get() >= max_conns {
-            shortage.refusing(&format_args!("{max_conns} connections (--max-conns)"));
+        if live.get() >= room.conns {
+            shortage.refusing(&room.limit);
             shared::net::refuse(stream.get_ref());
             continue;
         }

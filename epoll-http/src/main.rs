@@ -119,6 +119,7 @@ mod server {
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     use shared::Outbox;
     use shared::echo::write_some;
+    use shared::limits::Room;
     use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
     use slab::Slab;
     use socket2::SockRef;
@@ -184,7 +185,8 @@ mod server {
         nodelay: bool,
         header_timeout: Duration,
         idle_timeout: Duration,
-        max_conns: usize,
+        /// `--max-conns`, or less if the descriptor limit allows less.
+        room: Room,
         /// The time, read once per turn of the loop.
         now: Instant,
         next_sweep: Instant,
@@ -228,7 +230,7 @@ mod server {
             nodelay: args.nodelay,
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,
-            max_conns: args.server.max_conns,
+            room: shared::limits::descriptor_room(args.server.max_conns, "--max-conns"),
             now,
             next_sweep: now + Duration::from_secs(1),
             accept_paused_until: None,
@@ -355,11 +357,8 @@ mod server {
                         }
                     },
                 };
-                if self.conns.len() >= self.max_conns {
-                    self.shortage.refusing(&format_args!(
-                        "{} connections (--max-conns)",
-                        self.max_conns
-                    ));
+                if self.conns.len() >= self.room.conns {
+                    self.shortage.refusing(&self.room.limit);
                     let _ = (&stream).write_all(SERVER_FULL);
                     shared::net::close_gracefully(&stream);
                     continue;

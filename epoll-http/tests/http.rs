@@ -529,6 +529,36 @@ fn refuses_past_max_conns(mode: &[&str]) {
     testkit::suite::says_it_refuses(&server, "3 connections (--max-conns)");
 }
 
+/// Started with a soft descriptor limit of 256 under a hard one of 1024,
+/// the server raises it, warns that `--max-conns 5000` is more than it can
+/// hold, serves 1008 clients (1024 less 16 for itself) and answers 503 to
+/// the rest, as the echo servers do (`testkit::suite::descriptor_limit_raised`).
+fn descriptor_limit_raised(mode: &[&str]) {
+    const ROOM: usize = 1024 - 16;
+    let mut command = std::process::Command::new(BIN);
+    command.args(mode).args(["--max-conns", "5000"]);
+    testkit::limit_descriptors(&mut command, 256, 1024);
+    command.env("RUST_LOG", "info");
+    let server = TestServer::start_command(command);
+    let raised = format!("descriptor limit 1024 (raised from 256): room for {ROOM} connections");
+    assert!(testkit::eventually(|| server.log().contains(&raised)));
+    let log = server.log();
+    assert!(log.contains(&format!(
+        "--max-conns 5000 is more than the descriptor limit allows: holding at most {ROOM}"
+    )));
+    testkit::raise_nofile_limit(2 * 1024 + 100);
+    let mut kept: Vec<Client> = (0..ROOM).map(|_| Client::connect(server.addr())).collect();
+    let mut extra: Vec<Client> = (0..5).map(|_| Client::connect(server.addr())).collect();
+    for c in &mut kept {
+        c.send(GET);
+        assert_eq!(c.response(false).status, 200);
+    }
+    for c in &mut extra {
+        assert_eq!(c.response(false).status, 503);
+    }
+    testkit::suite::says_it_refuses(&server, &format!("{ROOM} connections (RLIMIT_NOFILE 1024)"));
+}
+
 #[cfg(target_os = "linux")]
 fn idle_connections_cost_no_cpu(mode: &[&str]) {
     use testkit::proc;
@@ -545,12 +575,10 @@ fn idle_connections_cost_no_cpu(mode: &[&str]) {
 /// accepts fail with EMFILE, the level-triggered listener stays readable, and
 /// the server must neither spin nor die; once clients leave it serves again.
 fn survives_descriptor_exhaustion(mode: &[&str]) {
-    use testkit::{eventually, limit_descriptors, proc};
+    use testkit::{eventually, lower_descriptor_limit, proc};
     const LIMIT: u64 = 64;
-    let mut command = std::process::Command::new(BIN);
-    command.args(mode);
-    limit_descriptors(&mut command, LIMIT);
-    let server = TestServer::start_command(command);
+    let server = start(mode);
+    lower_descriptor_limit(server.pid(), LIMIT);
     let room = LIMIT as usize - proc::fds_below(server.pid(), LIMIT);
     let mut clients: Vec<Client> = (0..room + 10)
         .map(|_| {
@@ -681,6 +709,7 @@ in_both_modes!(
     a_pipelining_client_does_not_hold_the_loop,
     an_idle_connection_holds_no_buffer_after_heavy_use,
     refuses_past_max_conns,
+    descriptor_limit_raised,
     idle_connections_cost_no_cpu,
     survives_descriptor_exhaustion,
     churn_leaves_no_trace,

@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::Context;
 use log::{debug, info};
 use shared::echo::MAX_OWED;
+use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, ShortageLog};
 use shared::{LineBuffer, answer_lines, answer_rest};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -104,7 +105,8 @@ struct Server {
     conns: slab::Slab<Conn>,
     accepts_posted: usize,
     accept_retry_at: Option<Instant>,
-    max_conns: usize,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
     max_line: usize,
     shortage: ShortageLog,
 }
@@ -132,7 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         conns: slab::Slab::new(),
         accepts_posted: 0,
         accept_retry_at: None,
-        max_conns: args.echo.server.max_conns,
+        room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
         max_line: args.echo.max_line,
         shortage: ShortageLog::default(),
     };
@@ -306,11 +308,8 @@ impl Server {
         }
         let peer = self.peer_of(addresses);
         let stream = TcpStream::from(socket);
-        if self.conns.len() >= self.max_conns {
-            self.shortage.refusing(&format_args!(
-                "{} connections (--max-conns)",
-                self.max_conns
-            ));
+        if self.conns.len() >= self.room.conns {
+            self.shortage.refusing(&self.room.limit);
             shared::net::refuse(&stream);
             return;
         }

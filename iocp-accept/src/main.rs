@@ -56,14 +56,16 @@ struct Args {
     single_shot: bool,
 
     /// Linux only, multishot: provided receive buffers of 4 KiB in the ring,
-    /// a power of two up to 32768; all are allocated and touched at start
-    #[arg(long, default_value_t = 1024, value_parser = buffers, conflicts_with = "single_shot")]
-    buffers: u16,
+    /// a power of two up to 32768 (default: one for every eight connections
+    /// --max-conns allows, from 256 to 4096); all are allocated and touched
+    /// at start
+    #[arg(long, value_parser = buffers, conflicts_with = "single_shot")]
+    buffers: Option<u16>,
 
     /// Linux only: submission queue entries, a power of two up to 4096
-    /// (default: --max-conns rounded up to one, from 16 to 1024); the
-    /// completion queue is twice as large. A batch that needs more is
-    /// submitted in parts
+    /// (default: --max-conns rounded up to one, from 16 to 1024). A batch
+    /// that needs more is submitted in parts. The completion queue holds
+    /// one completion per connection, at least twice this and at most 32768
     #[arg(long, value_parser = ring_entries)]
     ring_entries: Option<u32>,
 }
@@ -114,18 +116,21 @@ fn run(args: Args) -> anyhow::Result<()> {
     // The port first: a server that cannot listen says so in one line,
     // before anything about its ring.
     let listener = shared::net::listen(&args.echo.server, false)?;
+    // The queues are sized from the connections the server will really
+    // hold, which the descriptor limit may make fewer than --max-conns.
+    let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
     let entries = args
         .ring_entries
-        .unwrap_or_else(|| uring::ring_entries(args.echo.server.max_conns));
-    let ring = uring::new_ring(entries)?;
+        .unwrap_or_else(|| uring::ring_entries(room.conns));
+    let ring = uring::new_ring(entries, uring::completion_entries(room.conns, entries))?;
     if args.single_shot {
-        return uring::run(&args, listener, ring);
+        return uring::run(&args, listener, ring, room);
     }
     if !uring::multishot_recv_works() {
         log::info!("this kernel has no multishot receive (Linux 6.0): single-shot operations");
-        return uring::run(&args, listener, ring);
+        return uring::run(&args, listener, ring, room);
     }
-    multishot::run(&args, listener, ring)
+    multishot::run(&args, listener, ring, room)
 }
 
 #[cfg(not(any(windows, target_os = "linux")))]

@@ -24,12 +24,14 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Instant;
 
 use anyhow::Context;
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use log::{debug, info};
+use log::{debug, info, warn};
 use shared::echo::MAX_OWED;
+use shared::limits::Room;
 use shared::net::{AcceptError, ShortageLog, classify_accept_error};
 use shared::{answer_partial_at_end, answer_read};
 use slab::Slab;
@@ -105,6 +107,17 @@ impl Conn {
     fn wants_recv(&self) -> bool {
         self.recv.is_none() && !self.closing && !self.broken && !self.too_much_owed()
     }
+}
+
+/// The default number of provided buffers: one for every eight connections
+/// the server may hold, a power of two from 256 to 4096 (1 to 16 MiB).
+/// Idle connections hold none, so this is sized for a burst: when more
+/// connections have data at the same instant than there are buffers, the
+/// receives past the last buffer end with ENOBUFS and are re-armed once the
+/// batch has given its buffers back. That costs a re-arm, never a byte.
+fn buffers_for(conns: usize) -> u16 {
+    let wanted = (conns / 8).clamp(256, 4096).next_power_of_two();
+    u16::try_from(wanted).expect("at most 4096")
 }
 
 /// The provided buffer ring: `entries` buffers of [`BUF_SIZE`] bytes in one
@@ -214,15 +227,17 @@ struct Server {
     /// Connections whose receive ended for want of buffers: re-armed once
     /// this batch of completions has given its buffers back.
     starved: Vec<usize>,
-    /// Receives re-armed after `-ENOBUFS`, for the log.
-    rearmed_after_enobufs: u64,
-    max_conns: usize,
+    /// The burst of `-ENOBUFS` under way, if any: told once as it starts,
+    /// and once, with its count of re-arms, when it has passed.
+    short_of_buffers: Option<ShortOfBuffers>,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
     max_line: usize,
     shortage: ShortageLog,
 }
 
-pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<()> {
-    let entries = args.buffers;
+pub fn run(args: &Args, listener: TcpListener, ring: IoUring, room: Room) -> anyhow::Result<()> {
+    let entries = args.buffers.unwrap_or_else(|| buffers_for(room.conns));
     let bufs = BufRing::register(&ring, entries)?;
     info!(
         "multishot accept and receive, {entries} provided buffers of {} KiB",
@@ -237,8 +252,8 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
         conns: Slab::new(),
         spare: Vec::new(),
         starved: Vec::new(),
-        rearmed_after_enobufs: 0,
-        max_conns: args.echo.server.max_conns,
+        short_of_buffers: None,
+        room,
         max_line: args.echo.max_line,
         shortage: ShortageLog::default(),
     };
@@ -283,6 +298,30 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
         // The buffers this batch used are back: make them visible, then
         // re-arm the receives that ran dry.
         server.bufs.publish();
+        if server.starved.is_empty() {
+            // A burst is over once a batch needs no re-arm, a second or
+            // more after it began: shorter lulls belong to the same burst,
+            // so that a ring too small for steady load logs once a second.
+            if let Some(short) = server
+                .short_of_buffers
+                .take_if(|s| s.since.elapsed().as_secs() >= 1)
+            {
+                warn!(
+                    "out of provided buffers for {:.1} s: {} receives re-armed after ENOBUFS; \
+                     --buffers sets how many there are",
+                    short.since.elapsed().as_secs_f64(),
+                    short.rearmed
+                );
+            }
+            continue;
+        }
+        if server.short_of_buffers.is_none() {
+            warn!(
+                "out of provided buffers: receives that find none are re-armed once their \
+                 batch gives buffers back (said once per burst)"
+            );
+        }
+        let mut rearmed = 0;
         for conn in std::mem::take(&mut server.starved) {
             // The key may have been freed, or even reused, in this batch:
             // only a connection still flagged is the one that starved. One
@@ -293,15 +332,22 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
             };
             c.starved = false;
             if c.wants_recv() {
-                server.rearmed_after_enobufs += 1;
-                debug!(
-                    "receive re-armed after ENOBUFS ({} so far)",
-                    server.rearmed_after_enobufs
-                );
+                rearmed += 1;
                 server.arm_recv(conn)?;
             }
         }
+        let short = server.short_of_buffers.get_or_insert(ShortOfBuffers {
+            since: Instant::now(),
+            rearmed: 0,
+        });
+        short.rearmed += rearmed;
     }
+}
+
+/// A burst that found the provided buffers all in use, for the log.
+struct ShortOfBuffers {
+    since: Instant,
+    rearmed: u64,
 }
 
 impl Server {
@@ -377,11 +423,8 @@ impl Server {
         // SAFETY: a successful accept completion's result is a new
         // descriptor that nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(result) };
-        if self.conns.len() >= self.max_conns {
-            self.shortage.refusing(&format_args!(
-                "{} connections (--max-conns)",
-                self.max_conns
-            ));
+        if self.conns.len() >= self.room.conns {
+            self.shortage.refusing(&self.room.limit);
             shared::net::refuse(&stream);
             return Ok(());
         }

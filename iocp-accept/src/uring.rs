@@ -22,6 +22,7 @@ use anyhow::Context;
 use io_uring::{IoUring, opcode, squeue, types};
 use log::{debug, info};
 use shared::echo::MAX_OWED;
+use shared::limits::Room;
 use shared::net::{AcceptError, ShortageLog, classify_accept_error};
 use shared::{LineBuffer, answer_lines, answer_rest};
 use slab::Slab;
@@ -29,16 +30,28 @@ use slab::Slab;
 use crate::Args;
 
 /// The submission queue's size unless `--ring-entries` says otherwise: a
-/// power of two from `--max-conns` (each
-/// connection has about one operation waiting to go in at a time), at
-/// least 16 and at most 1024. The completion queue is twice as large, and
-/// the kernel holds back completions that do not fit rather than drop them;
-/// a batch that needs more entries than the queue holds is submitted in
-/// parts ([`Submissions`]).
-pub fn ring_entries(max_conns: usize) -> u32 {
-    let wanted = max_conns.clamp(16, 1024).next_power_of_two();
+/// power of two from the connections the server may hold (each has about
+/// one operation waiting to go in at a time), at least 16 and at most 1024.
+/// A batch that needs more entries than the queue holds is submitted in
+/// parts ([`Submissions`]), so a larger queue buys little.
+pub fn ring_entries(conns: usize) -> u32 {
+    let wanted = conns.clamp(16, 1024).next_power_of_two();
     u32::try_from(wanted).expect("at most 1024")
 }
+
+/// The completion queue's size: room for one completion from every
+/// connection at once (a burst in which every client sends), at least twice
+/// the submission queue and at most 32768 entries of 16 bytes. Completions
+/// that do not fit are not lost (the kernel holds them back, and the next
+/// `io_uring_enter` says so with EBUSY), but each one held back costs an
+/// allocation in the kernel and a slower reap.
+pub fn completion_entries(conns: usize, submissions: u32) -> u32 {
+    let wanted = conns.clamp(1, 32768).next_power_of_two();
+    u32::try_from(wanted)
+        .expect("at most 32768")
+        .max(2 * submissions)
+}
+
 /// Accepts kept armed, so a burst of clients does not wait for each one to
 /// be re-armed.
 const ACCEPTS_ARMED: usize = 4;
@@ -100,12 +113,13 @@ struct Server {
     /// The article's `callback_map`: key -> pending operation.
     callback_map: Slab<Op>,
     conns: Slab<Conn>,
-    max_conns: usize,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
     max_line: usize,
     shortage: ShortageLog,
 }
 
-pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<()> {
+pub fn run(args: &Args, listener: TcpListener, ring: IoUring, room: Room) -> anyhow::Result<()> {
     info!("single-shot operations, IOCP's shape: a buffer per pending receive");
     let mut server = Server {
         ring,
@@ -113,7 +127,7 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
         listener,
         callback_map: Slab::new(),
         conns: Slab::new(),
-        max_conns: args.echo.server.max_conns,
+        room,
         max_line: args.echo.max_line,
         shortage: ShortageLog::default(),
     };
@@ -157,7 +171,7 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring) -> anyhow::Result<
 /// waits in `io_uring_enter`, instead of interrupting it from another CPU.
 /// Before 6.1, `COOP_TASKRUN` (5.19) at least stops those interruptions
 /// being forced; before that, the plain ring. One info line says which.
-pub fn new_ring(entries: u32) -> anyhow::Result<IoUring> {
+pub fn new_ring(entries: u32, completions: u32) -> anyhow::Result<IoUring> {
     type SetFlags = fn(&mut io_uring::Builder);
     let attempts: [(&str, SetFlags); 3] = [
         ("SINGLE_ISSUER | DEFER_TASKRUN", |b| {
@@ -172,10 +186,13 @@ pub fn new_ring(entries: u32) -> anyhow::Result<IoUring> {
     for (name, flags) in attempts {
         let mut builder = IoUring::builder();
         flags(&mut builder);
-        builder.setup_cqsize(2 * entries);
+        builder.setup_cqsize(completions);
         match builder.build(entries) {
             Ok(ring) => {
-                info!("io_uring set up with {name}, {entries} submission entries");
+                info!(
+                    "io_uring set up with {name}, {entries} submission and {completions} \
+                     completion entries"
+                );
                 return Ok(ring);
             }
             // An unknown flag: try the next set.
@@ -423,11 +440,8 @@ impl Server {
         // descriptor that nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(result) };
         self.post_accept()?;
-        if self.conns.len() >= self.max_conns {
-            self.shortage.refusing(&format_args!(
-                "{} connections (--max-conns)",
-                self.max_conns
-            ));
+        if self.conns.len() >= self.room.conns {
+            self.shortage.refusing(&self.room.limit);
             shared::net::refuse(&stream);
             return Ok(());
         }

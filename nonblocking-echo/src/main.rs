@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use log::{debug, info};
+use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, Exchanged, Outbox, Scratch};
 
@@ -84,7 +85,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // The article's `server.setblocking(False)`.
     let listener = shared::net::listen(&args.echo.server, true)?;
     let idle_sleep = Duration::from_millis(args.idle_sleep_ms);
-    let max_conns = args.echo.server.max_conns;
+    let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
 
     // The article's `r_list`: every connection, visited on every pass.
     let mut conns: Vec<Conn> = Vec::new();
@@ -107,7 +108,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 &listener,
                 &mut conns,
                 args.echo.max_line,
-                max_conns,
+                &room,
                 &mut shortage,
             ) {
                 Ok(n) => busy |= n > 0,
@@ -159,7 +160,7 @@ fn accept_new(
     listener: &TcpListener,
     conns: &mut Vec<Conn>,
     max_line: usize,
-    max_conns: usize,
+    room: &Room,
     shortage: &mut ShortageLog,
 ) -> anyhow::Result<usize> {
     let mut accepted = 0;
@@ -179,8 +180,8 @@ fn accept_new(
             },
         };
         accepted += 1;
-        if conns.len() >= max_conns {
-            shortage.refusing(&format_args!("{max_conns} connections (--max-conns)"));
+        if conns.len() >= room.conns {
+            shortage.refusing(&room.limit);
             shared::net::refuse(&stream);
             continue;
         }

@@ -24,6 +24,7 @@ use std::time::Instant;
 use anyhow::Context;
 use log::info;
 use shared::Scratch;
+use shared::limits::Room;
 use shared::net::ShortageLog;
 
 use crate::Args;
@@ -42,7 +43,8 @@ struct Server {
     conns: Vec<Option<Conn>>,
     /// From descriptor to its slot in `fds`.
     slot_of: Vec<usize>,
-    max_conns: usize,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
     max_line: usize,
     /// While out of descriptors the listener's `events` are cleared until
     /// then: it stays readable, and watching it would spin.
@@ -59,7 +61,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         listener,
         conns: Vec::new(),
         slot_of: Vec::new(),
-        max_conns: args.echo.server.max_conns,
+        room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
         max_line: args.echo.max_line,
         accept_paused_until: None,
         shortage: ShortageLog::default(),
@@ -126,11 +128,8 @@ impl Server {
         ) {
             // Every entry but the listener's is a connection.
             let live = self.fds.len() - 1;
-            if live >= self.max_conns {
-                self.shortage.refusing(&format_args!(
-                    "{} connections (--max-conns)",
-                    self.max_conns
-                ));
+            if live >= self.room.conns {
+                self.shortage.refusing(&self.room.limit);
                 shared::net::refuse(&stream);
                 continue;
             }

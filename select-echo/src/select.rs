@@ -8,8 +8,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use anyhow::Context;
-use log::info;
+use log::{info, warn};
 use shared::Scratch;
+use shared::limits::Room;
 use shared::net::ShortageLog;
 
 use crate::Args;
@@ -30,7 +31,8 @@ struct Server {
     r_count: usize,
     w_count: usize,
     live: usize,
-    max_conns: usize,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
     max_line: usize,
     /// While out of descriptors, the listener is left out of `select`
     /// until then: it stays readable, and watching it would spin.
@@ -49,7 +51,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         r_count: 0,
         w_count: 0,
         live: 0,
-        max_conns: args.echo.server.max_conns,
+        room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
         max_line: args.echo.max_line,
         accept_paused_until: None,
         shortage: ShortageLog::default(),
@@ -60,6 +62,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     server.rlist.insert(listener_fd);
     server.r_count = 1;
     server.conns.resize_with(listener_fd as usize + 1, || None);
+    // select's own ceiling, lower than any descriptor limit: an fd_set has
+    // FD_SETSIZE bits, so no descriptor from FD_SETSIZE up can be watched.
+    let wall = FD_SETSIZE - (listener_fd as usize + 1);
+    info!("select's ceiling: FD_SETSIZE {FD_SETSIZE}: room for {wall} connections");
+    if server.room.conns > wall {
+        warn!(
+            "{} is past select's FD_SETSIZE wall: holding at most {wall}; \
+             --poll has no such wall",
+            server.room.limit
+        );
+    }
     shared::net::announce(&server.listener)?;
 
     loop {
@@ -129,11 +142,8 @@ impl Server {
                 shared::net::refuse(&stream);
                 continue;
             }
-            if self.live >= self.max_conns {
-                self.shortage.refusing(&format_args!(
-                    "{} connections (--max-conns)",
-                    self.max_conns
-                ));
+            if self.live >= self.room.conns {
+                self.shortage.refusing(&self.room.limit);
                 shared::net::refuse(&stream);
                 continue;
             }

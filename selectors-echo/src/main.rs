@@ -32,6 +32,7 @@ use anyhow::Context;
 use clap::Parser;
 use log::{debug, info};
 use polling::{Event, Events, PollMode, Poller};
+use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{EchoArgs, Exchanged, Outbox, Scratch};
 use slab::Slab;
@@ -196,7 +197,8 @@ struct Server {
     sel: Selector,
     listener_key: usize,
     live: usize,
-    max_conns: usize,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
     max_line: usize,
     /// While out of descriptors the listener is registered for no events:
     /// level-triggered, it would report the waiting client on every wait.
@@ -221,7 +223,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         sel,
         listener_key,
         live: 0,
-        max_conns: args.echo.server.max_conns,
+        room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
         max_line: args.echo.max_line,
         accept_paused_until: None,
         shortage: ShortageLog::default(),
@@ -303,11 +305,8 @@ fn accept(server: &mut Server, key: usize, _mask: Mask) {
                 }
             },
         };
-        if server.live >= server.max_conns {
-            server.shortage.refusing(&format_args!(
-                "{} connections (--max-conns)",
-                server.max_conns
-            ));
+        if server.live >= server.room.conns {
+            server.shortage.refusing(&server.room.limit);
             shared::net::refuse(&stream);
             continue;
         }

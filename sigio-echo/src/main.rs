@@ -75,6 +75,7 @@ mod server {
     use log::{debug, info};
     use shared::echo::MAX_OWED;
     use shared::echo::write_some;
+    use shared::limits::Room;
     use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
     use shared::{answer_partial_at_end, answer_read};
 
@@ -113,7 +114,8 @@ mod server {
         /// Connections by descriptor: `si_fd` finds them.
         conns: Vec<Option<Conn>>,
         live: usize,
-        max_conns: usize,
+        /// `--max-conns`, or less if the descriptor limit allows less.
+        room: Room,
         max_line: usize,
         /// Out of descriptors: accepting waits for SIGALRM.
         accept_paused: bool,
@@ -162,7 +164,7 @@ mod server {
             listener,
             conns: Vec::new(),
             live: 0,
-            max_conns: args.echo.server.max_conns,
+            room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
             max_line: args.echo.max_line,
             accept_paused: false,
             shortage: ShortageLog::default(),
@@ -268,11 +270,8 @@ mod server {
                         }
                     },
                 };
-                if self.live >= self.max_conns {
-                    self.shortage.refusing(&format_args!(
-                        "{} connections (--max-conns)",
-                        self.max_conns
-                    ));
+                if self.live >= self.room.conns {
+                    self.shortage.refusing(&self.room.limit);
                     shared::net::refuse(&stream);
                     continue;
                 }

@@ -6,7 +6,8 @@
 //! - [`LineClient`]: a blocking line client whose every read is bounded;
 //! - [`flooder`] and [`flood`]: a client that writes and never reads;
 //! - [`proc`]: RSS, CPU, descriptors and threads of a process tree (Linux);
-//! - [`limit_descriptors`], [`raise_nofile_limit`]: descriptor limits;
+//! - [`limit_descriptors`], [`lower_descriptor_limit`], [`raise_nofile_limit`]:
+//!   descriptor limits;
 //! - [`cli`]: the command line seen from outside: refused flags, one
 //!   error line, host names, the end by SIGTERM;
 //! - [`suite`]: the echo protocol's conformance checks, turned into
@@ -441,14 +442,15 @@ fn from_rlim(v: libc::rlim_t) -> u64 {
     v as u64
 }
 
-/// Makes `command` start with a descriptor limit (`RLIMIT_NOFILE`) of
-/// `limit`, so a test can run a server out of descriptors.
+/// Makes `command` start with a soft descriptor limit (`RLIMIT_NOFILE`) of
+/// `soft` and a hard one of `hard`, as a desktop session starts programs
+/// (1024 and far more): a server should raise the first to the second.
 #[cfg(unix)]
-pub fn limit_descriptors(command: &mut Command, limit: u64) {
+pub fn limit_descriptors(command: &mut Command, soft: u64, hard: u64) {
     use std::os::unix::process::CommandExt;
     let lim = libc::rlimit {
-        rlim_cur: to_rlim(limit),
-        rlim_max: to_rlim(limit),
+        rlim_cur: to_rlim(soft),
+        rlim_max: to_rlim(hard),
     };
     // SAFETY: the closure runs in the child between fork and exec; it only
     // calls setrlimit, which is async-signal-safe, on a value it owns.
@@ -460,6 +462,23 @@ pub fn limit_descriptors(command: &mut Command, limit: u64) {
             Ok(())
         });
     }
+}
+
+/// Lowers a running process's descriptor limit, soft and hard, to `limit`
+/// (`prlimit --nofile`), so a test can run a server out of descriptors
+/// after it has sized itself: its `--max-conns` then sits above what the
+/// kernel lets it open, and `accept` fails with EMFILE.
+#[cfg(target_os = "linux")]
+pub fn lower_descriptor_limit(pid: u32, limit: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: to_rlim(limit),
+        rlim_max: to_rlim(limit),
+    };
+    let pid = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+    // SAFETY: `lim` is a live rlimit for the call's duration; a null old
+    // limit asks for nothing back.
+    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(got, 0, "prlimit: {}", io::Error::last_os_error());
 }
 
 /// Makes `command` start with a limit of `limit` queued signals
