@@ -61,3 +61,113 @@ fn help_is_user_documentation() {
     testkit::check_help(env!("CARGO_BIN_EXE_loadgen"));
     testkit::check_help(env!("CARGO_BIN_EXE_bench-models"));
 }
+
+/// `--sources 4`: the idle crowd comes from 127.0.0.1 to 127.0.0.4, each
+/// connection having made its round trip, and the burst answers all of them.
+/// The server here records its peers' addresses, as a server's log names
+/// them (`127.0.0.3:41234 connected`).
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_connections_come_from_several_source_addresses() {
+    use std::collections::BTreeSet;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{IpAddr, TcpListener};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peers = Arc::new(Mutex::new(BTreeSet::<IpAddr>::new()));
+    let seen = Arc::clone(&peers);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            seen.lock()
+                .unwrap()
+                .insert(stream.peer_addr().unwrap().ip());
+            thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    if writer.write_all(&line.to_ascii_uppercase()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--addr", &addr.to_string(), "--conns", "2", "--idle", "200"])
+        .args(["--sources", "4", "--requests", "100", "--burst", "--json"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{json}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(json.contains("\"idle_held\":200,"), "{json}");
+    assert!(json.contains("\"idle_stopped\":\"\""), "{json}");
+    assert!(
+        json.contains("\"burst_replies\":200,\"burst_wrong\":0,"),
+        "{json}"
+    );
+    let peers = peers.lock().unwrap().clone();
+    let want: BTreeSet<IpAddr> = (1..=4).map(|k| IpAddr::from([127, 0, 0, k])).collect();
+    assert_eq!(peers, want);
+}
+
+/// A server that refuses part of the crowd: loadgen holds what it was
+/// given, says where it stopped and why, and still measures the rest.
+#[test]
+fn an_idle_crowd_cut_short_says_why() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    // Answers the first 12 connections (2 active, 10 idle); refuses the rest.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            if i >= 12 {
+                // As the servers refuse: the answer, then FIN after it, the
+                // request read first so that the close sends no reset.
+                let mut request = Vec::new();
+                let _ = BufReader::new(&stream).read_until(b'\n', &mut request);
+                let _ = stream.write_all(b"ERR server full\n");
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                continue;
+            }
+            thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    if writer.write_all(&line.to_ascii_uppercase()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--addr", &addr.to_string(), "--conns", "2", "--idle", "50"])
+        .args(["--requests", "100", "--json"])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{json}");
+    assert!(json.contains("\"requests\":100,\"errors\":0,"), "{json}");
+    assert!(json.contains("\"idle_held\":10,"), "{json}");
+    assert!(
+        json.contains(r#": the server closed it after \"ERR server full\\n\"""#)
+            && json.contains(r#""idle_stopped":"connection "#),
+        "{json}"
+    );
+}

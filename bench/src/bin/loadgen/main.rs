@@ -7,9 +7,15 @@
 //! time (`--secs`, after `--warmup-secs`) or for a fixed number of requests
 //! (`--requests`, for counting system calls and instructions per request).
 //!
+//! `--idle N` first opens N more connections in bulk, each making one round
+//! trip, and holds them silent beside the measured ones: the articles'
+//! "many connections, few of them busy" (`idle.rs`). `--burst` ends the run
+//! with every one of them sending a line at the same instant.
+//!
 //! ```text
 //! cargo run --release -p select-echo -- --addr 127.0.0.1:8093     # terminal 1
 //! cargo run --release -p bench --bin loadgen -- --addr 127.0.0.1:8093 --conns 100 --depth 16
+//! cargo run --release -p bench --bin loadgen -- --addr 127.0.0.1:8093 --idle 900 --burst
 //! ```
 
 use std::collections::VecDeque;
@@ -24,6 +30,8 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+
+mod idle;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Drive an io-models server with many connections and check every reply")]
@@ -49,9 +57,23 @@ struct Args {
     /// Stop after this many requests in all (no warm-up); overrides --secs
     #[arg(long)]
     requests: Option<u64>,
-    /// Extra connections opened and held silent
+    /// Extra connections opened first, many at once, each making one round
+    /// trip, then held silent while the active ones are measured
     #[arg(long, default_value_t = 0)]
     idle: usize,
+    /// Loopback source addresses to spread connections over, 127.0.0.1 to
+    /// 127.0.0.N, each with its own ephemeral ports (default: one for every
+    /// 16 000 connections)
+    #[arg(long, value_parser = shared::cli::in_range(1u8, 254))]
+    sources: Option<u8>,
+    /// Seconds to hold the idle connections silent before the active ones
+    /// start, after printing a line that says how many are held
+    #[arg(long, default_value_t = 0.0)]
+    hold_secs: f64,
+    /// After the measured run, every idle connection sends one line at the
+    /// same instant, and every reply is checked
+    #[arg(long)]
+    burst: bool,
     /// What the server puts before each reply's newline (`_SB` for selectors-echo)
     #[arg(long, default_value = "")]
     suffix: String,
@@ -103,21 +125,68 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.proto == Proto::Line && (args.suffix.len() + 1) as u32 > args.size + 16 {
         bail!("--suffix is longer than a reply");
     }
-    // Idle connections: opened, then held silent for the whole run.
-    let idle: Vec<std::net::TcpStream> = (0..args.idle)
-        .map(|_| std::net::TcpStream::connect(args.addr))
-        .collect::<io::Result<_>>()
-        .context("opening idle connections")?;
-
+    if let Some(limit) = shared::limits::raise_descriptor_limit() {
+        let wanted = args.idle + args.conns + shared::limits::RESERVED;
+        if (wanted as u64) > limit.now {
+            bail!(
+                "--idle {} and --conns {} need about {wanted} descriptors; this process may \
+                 hold {} (RLIMIT_NOFILE)",
+                args.idle,
+                args.conns,
+                limit.now
+            );
+        }
+    }
+    let sources = idle::sources(
+        args.addr,
+        args.sources
+            .unwrap_or_else(|| u8::try_from((args.idle + args.conns) / 16_000 + 1).unwrap_or(254)),
+    );
+    let (request, reply) = exchange(&args, 0);
+    let reply_len = |b: &[u8]| reply_len(args.proto, b, &reply);
+    let check = |b: &[u8]| match args.proto {
+        Proto::Line => b == reply.as_slice(),
+        Proto::Http => http_ok(b),
+    };
+    // The active connections first, so that a server that fills up while
+    // the idle crowd is opened refuses an idle one, not one measured.
     let threads = usize::from(args.threads).min(args.conns.max(1));
-    let handles: Vec<_> = (0..threads)
+    let active: Vec<Vec<std::net::TcpStream>> = (0..threads)
         .map(|t| {
-            let args = args.clone();
             let conns = args.conns / threads + usize::from(t < args.conns % threads);
+            (0..conns)
+                .map(|_| std::net::TcpStream::connect(args.addr))
+                .collect::<io::Result<_>>()
+        })
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    // Idle connections: opened, one round trip each, then held silent.
+    let mut crowd = idle::open(args.addr, &sources, args.idle, &request, &reply_len, &check)
+        .context("opening idle connections")?;
+    if args.hold_secs > 0.0 {
+        if args.json {
+            println!(
+                "{{\"held\":{},\"idle\":{},\"idle_secs\":{:.3}}}",
+                crowd.held.len(),
+                args.idle,
+                crowd.secs
+            );
+        } else {
+            println!("holding {} idle connections", crowd.held.len());
+        }
+        io::stdout().flush()?;
+        thread::sleep(Duration::from_secs_f64(args.hold_secs));
+    }
+
+    let handles: Vec<_> = active
+        .into_iter()
+        .enumerate()
+        .map(|(t, streams)| {
+            let args = args.clone();
             let requests = args
                 .requests
                 .map(|r| r / threads as u64 + u64::from((t as u64) < r % threads as u64));
-            thread::spawn(move || drive(&args, conns, requests, t))
+            thread::spawn(move || drive(&args, streams, requests, t))
         })
         .collect();
     let mut total = Tally::new();
@@ -129,10 +198,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         total.latency_us.add(&t.latency_us).expect("same bounds");
         total.measured = total.measured.max(t.measured);
     }
-    drop(idle);
-    report(&args, &total);
+    let burst = if args.burst {
+        Some(idle::burst(&mut crowd.held, &request, &reply_len, &check).context("burst")?)
+    } else {
+        None
+    };
+    report(&args, &total, &crowd, burst.as_ref());
     if total.errors > 0 {
         bail!("{} replies did not match", total.errors);
+    }
+    if let Some(b) = burst.filter(|b| b.wrong > 0 || b.stopped.is_some()) {
+        bail!(
+            "burst: {} replies right, {} wrong or missing ({})",
+            b.replies,
+            b.wrong,
+            b.stopped.as_deref().unwrap_or("connections closed")
+        );
     }
     Ok(())
 }
@@ -148,14 +229,17 @@ struct Conn {
     in_flight: VecDeque<Instant>,
 }
 
-/// Drives `conns` connections until time is up or `requests` are answered.
-fn drive(args: &Args, conns: usize, requests: Option<u64>, thread: usize) -> anyhow::Result<Tally> {
+/// Drives `streams` until time is up or `requests` are answered.
+fn drive(
+    args: &Args,
+    streams: Vec<std::net::TcpStream>,
+    requests: Option<u64>,
+    thread: usize,
+) -> anyhow::Result<Tally> {
     let (request, reply) = exchange(args, thread);
     let mut poll = Poll::new()?;
-    let mut connections = Vec::with_capacity(conns);
-    for i in 0..conns {
-        let std_stream = std::net::TcpStream::connect(args.addr)
-            .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let mut connections = Vec::with_capacity(streams.len());
+    for (i, std_stream) in streams.into_iter().enumerate() {
         // Pipelined requests go out at once, not after a delayed ACK.
         std_stream.set_nodelay(true)?;
         std_stream.set_nonblocking(true)?;
@@ -319,7 +403,7 @@ fn http_ok(response: &[u8]) -> bool {
         if r.code == Some(200) && &response[head..] == b"Hello, world!")
 }
 
-fn report(args: &Args, t: &Tally) {
+fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burst>) {
     let secs = t.measured.as_secs_f64().max(1e-9);
     let rps = t.requests as f64 / secs;
     let h = &t.latency_us;
@@ -334,7 +418,9 @@ fn report(args: &Args, t: &Tally) {
         println!(
             "{{\"addr\":\"{}\",\"proto\":\"{:?}\",\"conns\":{},\"depth\":{},\"size\":{},\"idle\":{},\
              \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"all_requests\":{},\"rps\":{:.1},\
-             \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+             \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"idle_held\":{},\
+             \"idle_secs\":{:.3},\"idle_stopped\":{},\"burst_replies\":{},\"burst_wrong\":{},\
+             \"burst_secs\":{:.3}}}",
             args.addr,
             args.proto,
             args.conns,
@@ -351,6 +437,12 @@ fn report(args: &Args, t: &Tally) {
             q(0.9),
             q(0.99),
             if h.is_empty() { 0 } else { h.max() },
+            crowd.held.len(),
+            crowd.secs,
+            json_string(crowd.stopped.as_deref().unwrap_or("")),
+            burst.map_or(0, |b| b.replies),
+            burst.map_or(0, |b| b.wrong),
+            burst.map_or(0.0, |b| b.secs),
         );
     } else {
         println!(
@@ -363,5 +455,41 @@ fn report(args: &Args, t: &Tally) {
             if h.is_empty() { 0 } else { h.max() },
             t.errors
         );
+        if args.idle > 0 {
+            println!(
+                "{} of {} idle connections opened and answered in {:.2} s{}",
+                crowd.held.len(),
+                args.idle,
+                crowd.secs,
+                crowd
+                    .stopped
+                    .as_ref()
+                    .map_or(String::new(), |why| format!("; stopped: {why}"))
+            );
+        }
+        if let Some(b) = burst {
+            println!(
+                "burst: {} of {} replies right in {:.3} s",
+                b.replies,
+                crowd.held.len(),
+                b.secs
+            );
+        }
     }
+}
+
+/// `s` as a JSON string: quoted, with quotes, backslashes and control
+/// characters escaped.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
