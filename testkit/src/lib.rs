@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 
 pub mod cli;
+pub mod scale;
 pub mod suite;
 
 /// How long a test waits for any one thing before it fails.

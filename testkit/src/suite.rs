@@ -1002,3 +1002,63 @@ pub fn churn_leaves_no_trace(spec: &EchoSpec) {
     );
     assert!(grown < 4 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// The scale the articles argue about. `n` connections (15 000 in the
+/// tests), opened concurrently, each make one round trip and are held;
+/// then `burst` of them (5000) send a line at the same instant, every
+/// reply arrives right, and a newcomer is still served.
+///
+/// `extra` raises the server's `--max-conns` past `n`. Run it from a test
+/// binary of its own: it holds `n` descriptors of this process's 20 000.
+#[cfg(target_os = "linux")]
+pub fn holds_a_crowd(spec: &EchoSpec, n: usize, burst: usize, extra: &[&str]) {
+    use std::io::Write;
+
+    use super::scale;
+
+    let _alone = scale::one_at_a_time();
+    let limit = super::raise_nofile_limit(n as u64 + 1000);
+    assert!(limit >= n as u64 + 200, "RLIMIT_NOFILE is only {limit}");
+    let server = spec.start(extra);
+    let line_done = |b: &[u8]| b.ends_with(b"\n");
+    let mut crowd = scale::open_crowd(server.addr(), n, |c, i| {
+        let line = format!("crowd member {i}");
+        c.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let got = scale::read_reply(c, line_done)?;
+        if got != spec.reply(&line).as_bytes() {
+            return Err(format!(
+                "answered {:?}",
+                summary(&String::from_utf8_lossy(&got))
+            ));
+        }
+        Ok(())
+    });
+    eprintln!(
+        "{} {:?}: holding {} connections",
+        spec.bin,
+        spec.args,
+        crowd.len()
+    );
+    let answered = scale::burst(
+        &mut crowd[..burst],
+        |i| format!("burst {i}\n").into_bytes(),
+        line_done,
+        |got, i| {
+            let want = spec.reply(&format!("burst {i}"));
+            if got == want.as_bytes() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "answered {:?}",
+                    summary(&String::from_utf8_lossy(got))
+                ))
+            }
+        },
+    );
+    assert_eq!(answered, burst);
+    let mut newcomer = server.connect();
+    assert_eq!(newcomer.request("newcomer"), spec.reply("newcomer"));
+    assert!(server_alive(&server), "the server died");
+    drop(crowd);
+}
