@@ -205,7 +205,44 @@ mod server {
                 return Err(e).context("reading the signalfd");
             }
             let taken = n as usize / size_of::<libc::signalfd_siginfo>();
-            let mut overflowed = false;
+            let overflowed = infos[..taken]
+                .iter()
+                .any(|info| info.ssi_signo as libc::c_int == libc::SIGIO);
+            if overflowed {
+                // Events were lost, and nothing says which: check every
+                // connection, once. The real-time signals still queued were
+                // all raised before that check, which covers them, so they
+                // are thrown away first: served one by one, each batch of
+                // them that held another plain SIGIO would bring another
+                // full scan, and one overflow would cost many.
+                let alarm = infos[..taken]
+                    .iter()
+                    .any(|info| info.ssi_signo as libc::c_int == libc::SIGALRM);
+                let (flushed, alarm_too) = flush(&sfd, &mut infos);
+                if alarm || alarm_too {
+                    server.accept_paused = false;
+                }
+                if server.overflows == 0 {
+                    info!(
+                        "real-time signal queue full: plain SIGIO, no descriptor; \
+                         checking all {} connections (said once per burst)",
+                        server.live
+                    );
+                }
+                debug!("overflow: {flushed} queued signals flushed before the scan");
+                server.overflows += 1;
+                server.accept_all(rt);
+                server.serve_all();
+                continue;
+            }
+            if server.overflows > 0 {
+                info!(
+                    "signal queue overflowed {} times in this burst; every connection was \
+                     checked once each time",
+                    server.overflows
+                );
+                server.overflows = 0;
+            }
             for info in &infos[..taken] {
                 let signo = info.ssi_signo as libc::c_int;
                 if signo == rt {
@@ -217,33 +254,40 @@ mod server {
                     } else {
                         server.serve(fd);
                     }
-                } else if signo == libc::SIGIO {
-                    overflowed = true;
                 } else if signo == libc::SIGALRM {
                     server.accept_paused = false;
                     server.accept_all(rt);
                 }
             }
-            if overflowed {
-                // Events were lost, and nothing says which: check everything.
-                if server.overflows == 0 {
-                    info!(
-                        "real-time signal queue full: plain SIGIO, no descriptor; \
-                         checking all {} connections (said once per burst)",
-                        server.live
-                    );
-                }
-                server.overflows += 1;
-                server.accept_all(rt);
-                server.serve_all();
-            } else if server.overflows > 0 {
-                info!(
-                    "signal queue overflowed {} times in this burst; every connection was checked each time",
-                    server.overflows
-                );
-                server.overflows = 0;
-            }
         }
+    }
+
+    /// Reads and discards every signal queued for the signalfd, without
+    /// waiting: after an overflow, the full scan that follows covers them.
+    /// Returns how many were flushed, and whether a SIGALRM (the end of an
+    /// accept pause, which no scan covers) was among them.
+    fn flush(sfd: &OwnedFd, infos: &mut [libc::signalfd_siginfo; BATCH]) -> (usize, bool) {
+        let (mut flushed, mut alarm) = (0, false);
+        while signals_waiting(sfd) {
+            // SAFETY: reads at most size_of_val(infos) bytes into `infos`,
+            // which is writable plain data.
+            let n = unsafe {
+                libc::read(
+                    sfd.as_raw_fd(),
+                    infos.as_mut_ptr().cast(),
+                    size_of_val(infos),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            let taken = n as usize / size_of::<libc::signalfd_siginfo>();
+            flushed += taken;
+            alarm |= infos[..taken]
+                .iter()
+                .any(|info| info.ssi_signo as libc::c_int == libc::SIGALRM);
+        }
+        (flushed, alarm)
     }
 
     impl Server {
