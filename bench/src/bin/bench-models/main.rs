@@ -21,6 +21,7 @@
 //! - `results.rs`: what is measured (data);
 //! - `drive.rs`: starting servers and programs, with deadlines;
 //! - `measure.rs`: throughput, latency, CPU and memory, into `Results`;
+//! - `scale.rs`: every model up to the descriptor ceiling, into `Results`;
 //! - `counts.rs`: system calls and instructions per request, into `Results`;
 //! - `report.rs`: `Results` into BENCHMARKS.md and the charts.
 //!
@@ -41,6 +42,8 @@ mod model;
 mod report;
 #[cfg(target_os = "linux")]
 mod results;
+#[cfg(target_os = "linux")]
+mod scale;
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
@@ -62,7 +65,7 @@ mod linux {
     use testkit::raise_nofile_limit;
 
     use crate::model::{Env, MODELS};
-    use crate::{counts, measure, report};
+    use crate::{counts, measure, report, scale};
 
     #[derive(clap::Parser, Debug, Clone)]
     #[command(
@@ -148,6 +151,19 @@ mod linux {
             return Ok(());
         }
         let mut all = measure::grid(&env)?;
+        let models: Vec<_> = all.iter().map(|(m, _)| *m).collect();
+        let counts = scale::counts(&env);
+        for ((_, r), points) in all.iter_mut().zip(scale::sweep(&env, &models)?) {
+            r.idle = if points.is_empty() {
+                counts.iter().map(|&n| (n, None)).collect()
+            } else {
+                points
+                    .iter()
+                    .map(|p| (p.asked, (p.held >= p.asked).then_some(p.active)))
+                    .collect()
+            };
+            r.scale = points;
+        }
         for (model, results) in &mut all {
             eprintln!("== {}", model.name);
             measure::idle_and_memory(&env, model, results);

@@ -14,8 +14,9 @@ use crate::results::{Point, Results};
 /// needs more than longer runs.
 const ROUNDS: usize = 3;
 
-/// Throughput and latency at every point of the grid (connections × depth)
-/// and of the idle sweep, for every model.
+/// Throughput and latency at every point of the grid (connections × depth),
+/// for every model. (Latency beside idle connections is the scale sweep's,
+/// `scale.rs`.)
 ///
 /// Interleaved: for each point and round, every model in turn, each on a
 /// fresh server, so that the machine's slow drifts fall on all models alike,
@@ -32,11 +33,6 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
     } else {
         &[1, 10, 100, 1000]
     };
-    let idles: &[usize] = if env.quick {
-        &[0, 100]
-    } else {
-        &[0, 100, 500, 1000]
-    };
     let rounds = if env.quick { 1 } else { ROUNDS };
     // (connections, depth, idle connections, part of the idle sweep)
     let mut points = Vec::new();
@@ -44,9 +40,6 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
         for &c in conns {
             points.push((c, depth, 0usize, false));
         }
-    }
-    for &idle in idles {
-        points.push((10, 1, idle, true));
     }
     for &(c, depth, idle, sweep) in &points {
         let mut samples: Vec<Vec<Point>> = vec![Vec::new(); env.models.len()];

@@ -18,6 +18,7 @@ pub fn write(out: &Path, env: &Env, all: &All) -> anyhow::Result<()> {
     header(&mut md, env);
     grid_tables(&mut md, all);
     idle_table(&mut md, all);
+    scale_table(&mut md, all);
     cpu_table(&mut md, all);
     counts_tables(&mut md, env, all);
     memory_table(&mut md, all);
@@ -117,11 +118,14 @@ fn idle_table(md: &mut String, all: &All) {
     let idles: Vec<usize> = all[0].1.idle.iter().map(|(i, _)| *i).collect();
     md.push_str(
         "\n## Latency against idle connections\n\n\
-         10 active connections, one request in flight each, while more connections are\n\
-         held open and silent. p50 / p99 latency in microseconds. select and poll hand\n\
-         the kernel every watched descriptor on each call, and it checks them all;\n\
-         epoll and io_uring touch only the ready ones. The pool cannot run this: idle\n\
-         connections would hold its workers.\n\n| model |",
+         10 active connections, one request in flight each, while more connections,\n\
+         each having made one round trip, are held open and silent: up to the most\n\
+         this machine lets one process hold (see the next section). p50 / p99 latency\n\
+         in microseconds; the median of three interleaved rounds with none idle and at\n\
+         the ceiling, one round between. select and poll hand the kernel every watched\n\
+         descriptor on each call, and it checks them all; epoll and io_uring touch only\n\
+         the ready ones. — : the model cannot hold that many (select: FD_SETSIZE; the\n\
+         thread ceiling), or, for the pool, idle connections would hold its workers.\n\n| model |",
     );
     for i in &idles {
         let _ = write!(md, " {i} idle |");
@@ -144,6 +148,95 @@ fn idle_table(md: &mut String, all: &All) {
         md.push('\n');
     }
     md.push_str("\n![p99 latency against idle connections](bench/charts/p99-idle.svg)\n");
+}
+
+/// The scale sweep at its top count: what each model held, how fast, at
+/// what cost in memory (the server's and the kernel's), and the burst.
+fn scale_table(md: &mut String, all: &All) {
+    let Some(top) = all
+        .iter()
+        .filter_map(|(_, r)| r.scale.last())
+        .map(|p| p.asked)
+        .max()
+    else {
+        return;
+    };
+    let hard = shared::limits::raise_descriptor_limit().map_or(0, |l| l.hard);
+    if top < crate::scale::ceiling() {
+        let _ = write!(
+            md,
+            "\n## Scale: {top} idle connections (a reduced sweep)\n\n\
+             A quick run holds {top} idle connections beside 10 active ones, in one\n\
+             model of each family; a full run goes to the descriptor ceiling.\n\n"
+        );
+    } else {
+        let _ = write!(md, "\n## At the ceiling: {top} idle connections\n\n");
+    }
+    let _ = write!(
+        md,
+        "Every process here may hold at most {hard} descriptors (a hard `RLIMIT_NOFILE`\n\
+         that cannot be raised on this machine), and a server and loadgen each need one\n\
+         per connection: so {top} idle connections beside 10 active ones is the most\n\
+         one server can be asked to hold. No other limit was near: loadgen spreads the\n\
+         connections over loopback source addresses (127.0.0.1, .2, …, each with its own\n\
+         ephemeral ports), keeps 256 connects in flight, below every server's backlog\n\
+         of 1024, and no sysctl was changed. Past this count is projection:\n\
+         docs/scale.md.\n\n\
+         *held*: idle connections that made their round trip and were kept; *opened/s*:\n\
+         how fast they were opened and answered; p99 beside none idle and beside the\n\
+         crowd, and their ratio; memory per connection, the server's (RSS; a forking\n\
+         model's PSS) and the kernel's (slab objects in use, kernel stacks and page\n\
+         tables: both ends of every loopback connection, so a real server's side is\n\
+         about half); server CPU over one second with the crowd silent; the burst, in\n\
+         which every idle connection sent a line at once (replies right, and the time\n\
+         to the last).\n\n\
+         | model | held | opened/s | p99 µs: none idle → crowd | user KiB/conn | kernel KiB/conn | idle CPU s | burst |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for (m, r) in all {
+        let (Some(first), Some(last)) = (r.scale.first(), r.scale.last()) else {
+            let _ = writeln!(
+                md,
+                "| {} | — | — | — | — | — | — | not run: idle clients would hold its workers |",
+                m.name
+            );
+            continue;
+        };
+        let burst = match last.burst {
+            Some((right, wrong, secs)) => {
+                let mut b = format!("{right} right, {wrong} wrong, {:.0} ms", secs * 1000.0);
+                if let Some(re) = last.rearmed {
+                    let _ = write!(b, "; {re} ENOBUFS re-arms");
+                }
+                b
+            }
+            None => "—".into(),
+        };
+        let held = match &last.stopped {
+            Some(why) => format!("{} — stopped: {why}", last.held),
+            None => last.held.to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {held} | {:.0} | {:.0} → {:.0} ({:.2}×) | {:.2} | {:.2} | {:.3} | {burst}{} |",
+            m.name,
+            last.open_rate,
+            first.active.p99_us,
+            last.active.p99_us,
+            last.active.p99_us / first.active.p99_us.max(1.0),
+            last.user_kib,
+            last.kernel_kib,
+            last.idle_cpu,
+            if last.alive {
+                ""
+            } else {
+                "; no answer to a newcomer afterwards"
+            },
+        );
+    }
+    md.push_str(
+        "\n![Memory per connection at the ceiling, the server's and the kernel's](bench/charts/memory-at-scale.svg)\n",
+    );
 }
 
 /// The grid point at 100 connections (or the most the model serves), depth 1.
@@ -706,33 +799,36 @@ fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
         root.fill(&WHITE)?;
         let max_idle = all
             .iter()
-            .flat_map(|(_, r)| r.idle.iter().map(|(n, _)| *n))
+            .flat_map(|(_, r)| r.idle.iter().map(|(n, _)| *n + 10))
             .max()
-            .unwrap_or(1)
-            .max(1);
+            .unwrap_or(10)
+            .max(100);
         let max = all
             .iter()
             .flat_map(|(_, r)| r.idle.iter().filter_map(|(_, p)| p.map(|p| p.p99_us)))
-            .fold(1.0, f64::max);
+            .fold(100.0, f64::max);
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "p99 latency against idle connections (10 active)",
+                "p99 latency of 10 active connections against connections held",
                 ("sans-serif", 22),
             )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(80)
-            .build_cartesian_2d(0usize..max_idle, 0f64..max * 1.1)?;
+            .build_cartesian_2d(
+                (10usize..max_idle * 11 / 10).log_scale(),
+                (10f64..max * 1.5).log_scale(),
+            )?;
         chart
             .configure_mesh()
-            .x_desc("idle connections")
-            .y_desc("p99 latency (µs)")
+            .x_desc("connections held: 10 active and the idle ones (log scale)")
+            .y_desc("p99 latency (µs, log scale)")
             .draw()?;
         for (i, (m, r)) in all.iter().enumerate() {
             let points: Vec<(usize, f64)> = r
                 .idle
                 .iter()
-                .filter_map(|(n, p)| p.map(|p| (*n, p.p99_us)))
+                .filter_map(|(n, p)| p.map(|p| (*n + 10, p.p99_us)))
                 .collect();
             if points.is_empty() {
                 continue;
@@ -792,6 +888,51 @@ fn charts(out: &Path, all: &All) -> anyhow::Result<()> {
             chart.draw_series(std::iter::once(Text::new(
                 format!("{} — {:.1}", m.name, r.rss_per_conn_kib),
                 (r.rss_per_conn_kib + max * 0.02, y + 0.65),
+                ("sans-serif", 15),
+            )))?;
+        }
+        root.present()?;
+    }
+    // Memory per connection at the ceiling: the server's and the kernel's,
+    // stacked, one bar per model that ran the sweep.
+    {
+        let rows: Vec<(&Model, f64, f64)> = all
+            .iter()
+            .filter_map(|(m, r)| r.scale.last().map(|p| (m, p.user_kib, p.kernel_kib)))
+            .collect();
+        let path = dir.join("memory-at-scale.svg");
+        let root =
+            SVGBackend::new(&path, (900, 90 + 44 * rows.len().max(1) as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = rows.iter().map(|(_, u, k)| u + k).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Memory per connection at the ceiling: server (dark) + kernel (light), KiB",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0f64..max * 1.9, 0f64..rows.len().max(1) as f64)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_desc("KiB per connection (kernel: both ends of loopback)")
+            .draw()?;
+        for (i, (m, user, kernel)) in rows.iter().enumerate() {
+            let y = (rows.len() - 1 - i) as f64;
+            let color = Palette99::pick(i).to_rgba();
+            chart.draw_series([
+                Rectangle::new([(0.0, y + 0.15), (*user, y + 0.85)], color.filled()),
+                Rectangle::new(
+                    [(*user, y + 0.15), (user + kernel, y + 0.85)],
+                    color.mix(0.35).filled(),
+                ),
+            ])?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{} — {user:.2} + {kernel:.2}", m.name),
+                (user + kernel + max * 0.02, y + 0.65),
                 ("sans-serif", 15),
             )))?;
         }

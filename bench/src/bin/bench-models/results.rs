@@ -18,8 +18,11 @@ pub struct Point {
 pub struct Results {
     /// (connections, depth) -> point; `None`: beyond what the model serves.
     pub grid: Vec<((usize, u32), Option<Point>)>,
-    /// idle connections -> point (10 active, depth 1).
+    /// idle connections -> point (10 active, depth 1): the scale sweep's
+    /// points where the model held all it was asked to.
     pub idle: Vec<(usize, Option<Point>)>,
+    /// The scale sweep, one point per idle count.
+    pub scale: Vec<ScalePoint>,
     /// CPU seconds over the idle window with 10 idle connections.
     pub idle_cpu: f64,
     pub idle_window: f64,
@@ -44,4 +47,30 @@ pub struct Counts {
     /// Total, and per system call name (only those above 0.01).
     pub syscalls: Option<(f64, Vec<(String, f64)>)>,
     pub instructions: Option<f64>,
+}
+
+/// One point of the scale sweep.
+#[derive(Debug, Clone, Default)]
+pub struct ScalePoint {
+    /// Idle connections asked for, and held (fewer if the model stopped).
+    pub asked: usize,
+    pub held: usize,
+    /// Idle connections opened and answered once, per second.
+    pub open_rate: f64,
+    /// The 10 active connections beside them.
+    pub active: Point,
+    /// KiB per held connection (idle and active): the server's own (RSS,
+    /// or its tree's PSS), and the kernel's (both ends of loopback).
+    pub user_kib: f64,
+    pub kernel_kib: f64,
+    /// Server CPU seconds over one second with the crowd silent.
+    pub idle_cpu: f64,
+    /// The burst: replies right, wrong or missing, seconds.
+    pub burst: Option<(usize, usize, f64)>,
+    /// Why fewer than asked were held.
+    pub stopped: Option<String>,
+    /// io_uring multishot: receives re-armed after ENOBUFS, as its log told.
+    pub rearmed: Option<u64>,
+    /// A newcomer was answered afterwards.
+    pub alive: bool,
 }
