@@ -74,7 +74,7 @@ pub fn thread_ceiling(stack: usize) -> Option<Ceiling> {
             }
         }
     }
-    // SAFETY: geteuid only reads this process's credentials.
+    // SAFETY: geteuid has no preconditions: it takes no pointers.
     let root = unsafe { libc::geteuid() } == 0;
     if let Some(max) = soft_limit(libc::RLIMIT_NPROC).filter(|_| !root) {
         candidates.push(Ceiling {
@@ -118,7 +118,7 @@ fn soft_limit(resource: libc::__rlimit_resource_t) -> Option<usize> {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit writes into the rlimit we own and pass by pointer.
+    // SAFETY: getrlimit needs a pointer to a writable rlimit: `lim`, a live local.
     if unsafe { libc::getrlimit(resource, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
         return None;
     }
@@ -152,7 +152,7 @@ fn tasks_in_system() -> Option<usize> {
 /// Tasks (threads) of every process of this user, as `RLIMIT_NPROC` counts.
 #[cfg(target_os = "linux")]
 fn tasks_of_this_user() -> usize {
-    // SAFETY: getuid only reads this process's credentials.
+    // SAFETY: getuid has no preconditions: it takes no pointers.
     let me = unsafe { libc::getuid() };
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return 0;
@@ -194,13 +194,13 @@ fn address_space_in_use() -> Option<usize> {
 /// `AT_MINSIGSTKSZ`, whichever is larger, and a guard page.
 #[cfg(target_os = "linux")]
 fn signal_stack() -> usize {
-    // SAFETY: getauxval only reads the auxiliary vector.
+    // SAFETY: getauxval has no preconditions: it takes no pointers.
     let min = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
     min.max(libc::SIGSTKSZ) + page()
 }
 
 #[cfg(target_os = "linux")]
 fn page() -> usize {
-    // SAFETY: sysconf only reads a configuration value.
+    // SAFETY: sysconf has no preconditions: it takes no pointers.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }

@@ -105,7 +105,8 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
         SigSet::empty(),
     );
     for signal in HANDLED {
-        // SAFETY: the handler only calls async-signal-safe functions.
+        // SAFETY: sigaction's caller guarantees the handler may run at any
+        // point of the program: it calls only write(2), async-signal-safe.
         unsafe { sigaction(signal, &handler) }.with_context(|| format!("sigaction {signal}"))?;
     }
     shared::net::announce(&listener)?;
@@ -236,7 +237,8 @@ fn serve_in_child(
 ) -> ! {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for signal in HANDLED {
-        // SAFETY: restoring the default disposition installs no handler.
+        // SAFETY: sigaction's caller guarantees any handler it installs may
+        // run at any point: SIG_DFL installs none.
         let _ = unsafe { sigaction(signal, &default) };
     }
     // Blocked by the parent across the fork; the defaults are back now.
@@ -253,8 +255,8 @@ fn serve_in_child(
     if stream.set_nonblocking(false).is_ok() {
         crate::handle(stream, peer, max_line);
     }
-    // SAFETY: _exit ends the process at once, which is the point: nothing
-    // of the parent's runs a second time.
+    // SAFETY: _exit has no preconditions. Ending without unwinding or exit
+    // handlers is the point: nothing of the parent's runs a second time.
     unsafe { libc::_exit(0) }
 }
 
@@ -316,7 +318,8 @@ fn stop_children(mut children: HashSet<Pid>) {
 /// raised again.
 fn die_by(signal: Signal) -> ! {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: restoring the default disposition installs no handler.
+    // SAFETY: sigaction's caller guarantees any handler it installs may
+    // run at any point: SIG_DFL installs none.
     let _ = unsafe { sigaction(signal, &default) };
     let _ = nix::sys::signal::raise(signal);
     // Not reached: the default action of SIGTERM and SIGINT ends the process.

@@ -33,7 +33,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -44,9 +44,10 @@ use async_io::{Async, Timer};
 use clap::Parser;
 use futures_lite::AsyncWriteExt;
 use log::{debug, info};
+use shared::echo::SCRATCH_READ;
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, answer_partial_at_end, answer_read};
+use shared::{EchoArgs, Exchanged, Outbox, Scratch};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,9 +57,6 @@ struct Args {
     #[command(flatten)]
     echo: EchoArgs,
 }
-
-/// What one read takes at most: a few hundred pipelined lines.
-const READ_SIZE: usize = 64 * 1024;
 
 fn main() -> ExitCode {
     shared::cli::init_logging();
@@ -134,14 +132,16 @@ async fn accept_loop(
 /// until the client leaves or sends an over-long line. Each `.await` is
 /// where gevent would switch greenlets.
 async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> io::Result<()> {
-    // The unfinished line: all the input this task keeps between reads.
+    // All the task keeps between reads: the unfinished line, and what the
+    // socket did not take (given back once written).
     let mut partial = Vec::new();
+    let mut owed = Outbox::spill();
     // Bytes read since this task last let the others go first.
     let mut taken = 0;
     loop {
         // gevent's patched `recv`: the read is tried; if it would block,
         // the task yields until the reactor says the socket is readable.
-        let done = stream
+        let end = stream
             .read_with(|socket| {
                 if taken >= BYTES_PER_TURN {
                     // A task switches only where it would block, and one
@@ -157,18 +157,32 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> i
                     cut_short(peer);
                     return Err(ErrorKind::WouldBlock.into());
                 }
-                SCRATCH.with_borrow_mut(|scratch| {
-                    scratch.exchange(socket, &mut partial, max_line, &mut taken)
-                })
+                // One read into the thread's buffer, its lines answered,
+                // the replies written at once: the exchange every readiness
+                // server makes (shared::Scratch). The buffer is borrowed
+                // only until the closure returns, never across an `.await`.
+                let found = SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.exchange(&mut &*socket, &mut partial, &mut owed, max_line, b"")
+                })?;
+                match found {
+                    // `read_with` awaits readiness, then calls again.
+                    Exchanged::WouldBlock => Err(ErrorKind::WouldBlock.into()),
+                    Exchanged::Answered(n) => {
+                        taken += n;
+                        Ok(false)
+                    }
+                    Exchanged::End => Ok(true),
+                }
             })
             .await?;
         // What the socket did not take at once: await room for it, as a
         // blocking `sendall` would wait, so a client that does not read
         // holds up only its own task (and no more than one read's replies).
-        if !done.owed.is_empty() {
-            (&stream).write_all(&done.owed).await?;
+        if !owed.is_empty() {
+            (&stream).write_all(owed.pending()).await?;
+            owed.consume(owed.len());
         }
-        if done.end {
+        if end {
             debug!("{peer}: end of input");
             shared::net::close_gracefully(stream.get_ref());
             return Ok(());
@@ -181,7 +195,7 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> i
 /// at once would be closer to "a client that never pauses", but under plain
 /// load a client answers before its task reads again, so that count would
 /// cost a reactor turn every few requests; one per MiB costs nothing.
-const BYTES_PER_TURN: usize = 16 * READ_SIZE;
+const BYTES_PER_TURN: usize = 16 * SCRATCH_READ;
 
 thread_local! {
     /// Times a task was cut short by [`BYTES_PER_TURN`], for the log.
@@ -200,70 +214,7 @@ fn cut_short(peer: SocketAddr) {
 thread_local! {
     /// The thread's buffers, shared by every task on it: a task borrows
     /// them only between two `.await`s, never across one.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        input: vec![0; READ_SIZE].into_boxed_slice(),
-        output: Vec::new(),
-    });
-}
-
-/// Where every read lands and every reply batch is built.
-struct Scratch {
-    input: Box<[u8]>,
-    output: Vec<u8>,
-}
-
-/// What one exchange left the task to do.
-struct Exchange {
-    /// Replies the socket did not take, copied out of the scratch buffer.
-    owed: Vec<u8>,
-    /// End of input, or an over-long line: close once `owed` is written.
-    end: bool,
-}
-
-impl Scratch {
-    /// One read (counted in `taken`), its lines answered, the replies
-    /// written at once. A read
-    /// that would block returns `WouldBlock`, and `read_with` awaits
-    /// readiness; nothing of this buffer survives that.
-    fn exchange(
-        &mut self,
-        socket: &TcpStream,
-        partial: &mut Vec<u8>,
-        max_line: usize,
-        taken: &mut usize,
-    ) -> io::Result<Exchange> {
-        let n = match (&*socket).read(&mut self.input) {
-            Ok(n) => n,
-            // A signal: try again once the reactor has looked.
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
-                return Err(ErrorKind::WouldBlock.into());
-            }
-            Err(e) => return Err(e),
-        };
-        *taken += n;
-        self.output.clear();
-        let end = if n == 0 {
-            // The client half-closed: the unfinished line is answered too.
-            answer_partial_at_end(partial, b"", &mut self.output);
-            true
-        } else {
-            answer_read(partial, &self.input[..n], max_line, b"", &mut self.output).is_err()
-        };
-        let mut written = 0;
-        while written < self.output.len() {
-            match (&*socket).write(&self.output[written..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(k) => written += k,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Exchange {
-            owed: self.output[written..].to_vec(),
-            end,
-        })
-    }
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::new());
 }
 
 /// Counts a live connection until dropped.

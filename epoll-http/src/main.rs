@@ -464,9 +464,9 @@ mod server {
             self.serve(key);
         }
 
-        /// One connection's turn: its exchange, then its interest or its end.
+        /// One connection's turn: read and respond, then its interest or its end.
         fn serve(&mut self, key: usize) {
-            match self.exchange(key) {
+            match self.read_and_respond(key) {
                 Ok(true) => {
                     if !self.edge {
                         self.update_interest(key);
@@ -491,7 +491,7 @@ mod server {
         /// two `epoll_ctl` and a wait per request. Here the response is
         /// written as soon as it is ready; interest changes to `EPOLLOUT`
         /// only if the socket does not take it all.
-        fn exchange(&mut self, key: usize) -> io::Result<bool> {
+        fn read_and_respond(&mut self, key: usize) -> io::Result<bool> {
             let conn = &mut self.conns[key];
             let mut reads = 0;
             loop {
@@ -539,13 +539,16 @@ mod server {
                     self.idle_timeout,
                 );
                 // A deadline that moved later stays filed where it was (its
-                // slot refiles it when due); one that moved earlier (a
-                // request begun: --header-timeout is the shorter) is filed
-                // again now, or it would be noticed late.
-                let slot = slot(self.started, conn.deadline);
-                if slot < conn.slot {
-                    conn.slot = slot;
-                    self.wheel.entry(slot).or_default().push(key);
+                // slot refiles it when due). Only a request left unfinished
+                // can move it earlier (--header-timeout may be the shorter):
+                // then it is filed again now, or it would be noticed late.
+                // The common case, every request whole, costs nothing here.
+                if conn.request_started.is_some() {
+                    let slot = slot(self.started, conn.deadline);
+                    if slot < conn.slot {
+                        conn.slot = slot;
+                        self.wheel.entry(slot).or_default().push(key);
+                    }
                 }
                 send(conn, &self.replies, self.cork)?;
                 if !self.edge {

@@ -114,7 +114,8 @@ struct Server {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let listener = shared::net::listen(&args.echo.server, false)?;
     // Step 1: the completion port, and the listener associated with it.
-    // SAFETY: plain calls with valid handles; a null result is checked.
+    // SAFETY: with INVALID_HANDLE_VALUE and no existing port the call
+    // creates a port and touches no handle of ours; null is checked.
     let port = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, ptr::null_mut(), 0, 1) };
     if port.is_null() {
         return Err(io::Error::last_os_error()).context("CreateIoCompletionPort");
@@ -152,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let ok = unsafe {
             GetQueuedCompletionStatus(server.port, &mut bytes, &mut key, &mut overlapped, timeout)
         };
-        // SAFETY: reads this thread's last error; no memory involved.
+        // SAFETY: GetLastError has no preconditions.
         let error = if ok == 0 {
             Some(unsafe { GetLastError() })
         } else {
@@ -292,7 +293,8 @@ impl Server {
         let listener = self.listener.as_raw_socket() as SOCKET;
         // Without this, getpeername, shutdown and the like fail on the new
         // socket on Windows (Wine does not need it, so only Windows checks it).
-        // SAFETY: passes the listener's handle by pointer, with its size.
+        // SAFETY: setsockopt needs `optval` to point at `optlen` readable
+        // bytes: the listener's SOCKET, a live local, and its size.
         let rc = unsafe {
             setsockopt(
                 socket.as_raw_socket() as SOCKET,
@@ -412,7 +414,7 @@ impl Server {
     /// no completion will come, and its contents are handed back.
     fn try_post(&mut self, operation: Box<Operation>, done: bool) -> Result<(), (io::Error, Kind)> {
         if !done {
-            // SAFETY: reads this thread's last Winsock error.
+            // SAFETY: WSAGetLastError has no preconditions.
             let error = unsafe { WSAGetLastError() };
             if error != WSA_IO_PENDING {
                 return Err((io::Error::from_raw_os_error(error), operation.kind));

@@ -225,7 +225,7 @@ fn visit(conn: &mut Conn, scratch: &mut Scratch) -> Visit {
             b"",
         ) {
             Ok(Exchanged::WouldBlock) => {}
-            Ok(Exchanged::Answered) => busy = true,
+            Ok(Exchanged::Answered(_)) => busy = true,
             // End of stream (the unterminated last fragment answered too),
             // or an over-long line.
             Ok(Exchanged::End) => {

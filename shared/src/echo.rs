@@ -1,12 +1,28 @@
-//! The echo protocol (docs/protocol.md): one reply per line, in order.
+//! The echo protocol (docs/protocol.md), as every echo server speaks it.
 //!
-//! [`answer_lines`] turns what a [`LineBuffer`] holds into replies appended to
-//! an output buffer, so a batch of pipelined lines becomes one write.
-//! [`Outbox`] keeps what a non-blocking socket has not taken yet: the Python
-//! originals call `send(data)` once and drop whatever it did not write.
+//! - A reply is the line with ASCII `a-z` upper-cased (Python's
+//!   `bytes.upper()`), then the server's suffix (`_SB` for selectors-echo,
+//!   nothing for the others), then `\n`: [`reply_into`].
+//! - Every line gets one reply, in order. A read's complete lines are
+//!   answered together, so a batch of pipelined lines becomes one write:
+//!   [`answer_lines`] for a connection's own [`LineBuffer`], [`answer_read`]
+//!   for a read that landed in the event loop's buffer (the connection keeps
+//!   only its unfinished line).
+//! - A line longer than `--max-line` is answered `ERR line too long`, and
+//!   nothing after it: the connection closes.
+//! - At end of input the unfinished last line is answered as a line
+//!   ([`answer_rest`], [`answer_partial_at_end`]).
+//! - What a non-blocking socket does not take now is owed, and kept in
+//!   order ([`Outbox`]): the Python originals call `send(data)` once and
+//!   drop whatever it did not write. Past [`MAX_OWED`] a server stops
+//!   reading from that client until it catches up.
+//!
+//! The upper-casing itself is done 16 bytes at a time in `fast.rs`, beside
+//! its plain definition; nothing here depends on how.
 
 use std::io::{self, Read, Write};
 
+use crate::fast::{replies_into, upper_into};
 use crate::line::{LineBuffer, LineTooLong};
 
 /// The reply to a line longer than `--max-line`; the connection closes after it.
@@ -30,156 +46,6 @@ pub fn reply_into(line: &[u8], suffix: &[u8], out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// Appends `src` with ASCII `a-z` upper-cased.
-///
-/// The standard `make_ascii_uppercase` goes a byte at a time, and the
-/// compiler's own vector loop only starts at 64 bytes, past a typical line:
-/// that made up most of a request's user-space instructions. Lines go
-/// through [`block16`] 16 bytes at a time instead, each stored straight into
-/// `out`'s spare capacity: a line that is not a multiple of 16 ends with
-/// one more block, its last 16 bytes, which overlaps the one before it and
-/// rewrites those bytes with the same values. So every store is of 16
-/// bytes, with no `memcpy` call for the remainder.
-#[inline]
-fn upper_into(src: &[u8], out: &mut Vec<u8>) {
-    let len = src.len();
-    if len < 16 {
-        out.extend(src.iter().map(u8::to_ascii_uppercase));
-        return;
-    }
-    out.reserve(len);
-    let start = out.len();
-    let dst = &mut out.spare_capacity_mut()[..len];
-    let mut store = |at: usize| {
-        let block = block16::upper(src[at..at + 16].try_into().expect("16 bytes"));
-        let slot: &mut [std::mem::MaybeUninit<u8>; 16] =
-            (&mut dst[at..at + 16]).try_into().expect("16 bytes");
-        *slot = block.map(std::mem::MaybeUninit::new);
-    };
-    let mut at = 0;
-    while at + 16 <= len {
-        store(at);
-        at += 16;
-    }
-    if at < len {
-        store(len - 16);
-    }
-    // SAFETY: the `len` bytes after `start` were all written above: the
-    // blocks at 0, 16, ... and, when `len` is not a multiple of 16, the
-    // block at `len - 16` covers the rest.
-    unsafe { out.set_len(start + len) }
-}
-
-/// Appends the replies to a batch of complete lines when each reply needs
-/// `suffix` (shorter than 16 bytes) before its `\n`.
-///
-/// Every line is copied as whole 16-byte blocks, each upper-cased and
-/// searched for its newline in one step ([`block16`]). A block may run past
-/// the end of its line; the output is then cut back to where the line ends
-/// before the next store. So every copy is a fixed-size store rather than a
-/// `memcpy` call per line and per suffix, and nothing is zeroed first.
-fn upper_with_suffix_into(lines: &[u8], suffix: &[u8], out: &mut Vec<u8>) {
-    let mut ending = [b'\n'; 16];
-    ending[..suffix.len()].copy_from_slice(suffix);
-    // The most the replies can take (every byte a newline), plus the
-    // overhang of the last stores: no reallocation inside the loop.
-    out.reserve(lines.len() * (suffix.len() + 1) + STEP + 16);
-    let mut read = 0;
-    let mut written = out.len();
-    while read < lines.len() {
-        // 64 bytes a step, so a typical line takes one.
-        let block: [u8; STEP] = block_at(lines, read);
-        let mut upper = [0u8; STEP];
-        let mut newlines = 0u64;
-        for i in 0..STEP / 16 {
-            let from = i * 16;
-            let (part, part_newlines) =
-                block16::upper_and_newlines(block[from..from + 16].try_into().expect("16"));
-            upper[from..from + 16].copy_from_slice(&part);
-            newlines |= u64::from(part_newlines) << from;
-        }
-        out.truncate(written);
-        out.extend_from_slice(&upper);
-        if newlines == 0 {
-            read += STEP;
-            written += STEP;
-        } else {
-            let at = newlines.trailing_zeros() as usize;
-            read += at + 1;
-            written += at;
-            out.truncate(written);
-            out.extend_from_slice(&ending);
-            written += suffix.len() + 1;
-        }
-    }
-    out.truncate(written);
-}
-
-/// Bytes taken per step by [`upper_with_suffix_into`].
-const STEP: usize = 64;
-
-/// The `N` bytes of `bytes` from `at`, padded with zeros past its end.
-#[inline]
-fn block_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
-    match bytes.get(at..at + N) {
-        Some(block) => block.try_into().expect("N bytes"),
-        None => {
-            let mut block = [0u8; N];
-            let rest = bytes.get(at..).unwrap_or_default();
-            block[..rest.len()].copy_from_slice(rest);
-            block
-        }
-    }
-}
-
-/// The two operations on 16-byte blocks that framing and replying spend their
-/// time in. On x86-64 they are written with SSE2, which every x86-64 CPU has:
-/// the compiler vectorises the plain loops only sometimes, and these counts
-/// are targets. Elsewhere the plain loops serve.
-mod block16 {
-    /// The block with ASCII `a-z` upper-cased.
-    #[inline]
-    pub fn upper(block: [u8; 16]) -> [u8; 16] {
-        upper_and_newlines(block).0
-    }
-
-    /// The block upper-cased, and a mask with bit `i` set where byte `i` is `\n`.
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    pub fn upper_and_newlines(block: [u8; 16]) -> ([u8; 16], u32) {
-        // SAFETY: SSE2 is part of the x86-64 baseline; every x86-64 CPU has it.
-        unsafe { sse2(block) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "sse2")]
-    fn sse2(block: [u8; 16]) -> ([u8; 16], u32) {
-        use std::arch::x86_64::*;
-        // SAFETY: same size, and any 16 bytes are a valid value of either type.
-        let v: __m128i = unsafe { std::mem::transmute::<[u8; 16], __m128i>(block) };
-        let newlines = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))) as u32;
-        // `b - 'a'` below 26, as an unsigned test: shift the range to the
-        // bottom of the signed bytes and compare signed.
-        let shifted = _mm_sub_epi8(v, _mm_set1_epi8((b'a' as i8).wrapping_add(i8::MIN)));
-        let lower = _mm_cmplt_epi8(shifted, _mm_set1_epi8(i8::MIN + 26));
-        let upper = _mm_sub_epi8(v, _mm_and_si128(lower, _mm_set1_epi8(0x20)));
-        // SAFETY: as above.
-        let upper = unsafe { std::mem::transmute::<__m128i, [u8; 16]>(upper) };
-        (upper, newlines)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    #[inline]
-    pub fn upper_and_newlines(mut block: [u8; 16]) -> ([u8; 16], u32) {
-        let mut newlines = 0;
-        for (i, b) in block.iter_mut().enumerate() {
-            newlines |= u32::from(*b == b'\n') << i;
-            b.make_ascii_uppercase();
-        }
-        (block, newlines)
-    }
-}
-
 /// Answers every complete line buffered in `input`, appending the replies to
 /// `out`.
 ///
@@ -195,7 +61,7 @@ pub fn answer_lines(
             // Without a suffix, the replies to a batch of lines are the batch
             // upper-cased (`\n` is left alone): one pass, however many lines.
             Ok(Some(lines)) if suffix.is_empty() => upper_into(lines, out),
-            Ok(Some(lines)) => upper_with_suffix_into(lines, suffix, out),
+            Ok(Some(lines)) => replies_into(lines, suffix, out),
             Ok(None) => return Ok(()),
             Err(e) => {
                 out.extend_from_slice(ERR_LINE_TOO_LONG);
@@ -294,7 +160,7 @@ pub fn answer_read(
         if suffix.is_empty() {
             upper_into(lines, out);
         } else {
-            upper_with_suffix_into(lines, suffix, out);
+            replies_into(lines, suffix, out);
         }
         if batch_end <= last {
             return too_long(partial, max_line, out);
@@ -357,15 +223,15 @@ pub struct Scratch {
 pub enum Exchanged {
     /// Nothing to read now.
     WouldBlock,
-    /// Data, answered.
-    Answered,
+    /// Data, this many bytes of it, answered.
+    Answered(usize),
     /// End of input (the unfinished line answered), or an over-long line
     /// (`ERR line too long` sent): close once what is owed is written.
     End,
 }
 
 /// What [`Scratch`] reads at once: a few hundred pipelined lines.
-const SCRATCH_READ: usize = 64 * 1024;
+pub const SCRATCH_READ: usize = 64 * 1024;
 
 impl Default for Scratch {
     fn default() -> Self {
@@ -421,11 +287,13 @@ impl Scratch {
         {
             Exchanged::End
         } else {
-            Exchanged::Answered
+            Exchanged::Answered(n)
         };
         if owed.is_empty() {
             let written = write_some(stream, &self.output)?;
-            owed.buf_mut().extend_from_slice(&self.output[written..]);
+            if written < self.output.len() {
+                owed.buf_mut().extend_from_slice(&self.output[written..]);
+            }
         } else {
             owed.buf_mut().extend_from_slice(&self.output);
             owed.write_to(stream)?;
@@ -607,75 +475,6 @@ mod tests {
         let mut out = Vec::new();
         reply_into("héllo, World! 123 ß\r".as_bytes(), b"", &mut out);
         assert_eq!(out, "HéLLO, WORLD! 123 ß\r\n".as_bytes());
-    }
-
-    #[test]
-    fn blocks_of_every_byte_value_match_the_standard_library() {
-        for start in 0..=255u8 {
-            let block: [u8; 16] = std::array::from_fn(|i| start.wrapping_add(i as u8));
-            let (upper, newlines) = block16::upper_and_newlines(block);
-            assert_eq!(upper, block.map(|b| b.to_ascii_uppercase()));
-            let expected: u32 = (0..16).filter(|&i| block[i] == b'\n').map(|i| 1 << i).sum();
-            assert_eq!(newlines, expected);
-        }
-    }
-
-    #[test]
-    fn every_byte_value_upper_cases_like_the_standard_library() {
-        let all: Vec<u8> = (0..=255u8).chain(b"abcxyz{`@[".iter().copied()).collect();
-        for start in 0..8 {
-            let mut out = Vec::new();
-            upper_into(&all[start..], &mut out);
-            assert_eq!(out, all[start..].to_ascii_uppercase());
-        }
-    }
-
-    #[test]
-    fn suffixed_batches_match_line_by_line_replies() {
-        let batches: [&[u8]; 5] = [
-            b"\n",
-            b"a\n",
-            b"exactly sixteen\n",
-            b"\n\nab\ncdefghijklmnopqrstuvwxyz0123\nx\n",
-            b"a line that is longer than sixteen bytes\nand \xc3\xa9 another\n\n",
-        ];
-        for batch in batches {
-            let mut expected = Vec::new();
-            for line in batch[..batch.len() - 1].split(|&b| b == b'\n') {
-                reply_into(line, b"_SB", &mut expected);
-            }
-            let mut out = b"kept".to_vec();
-            upper_with_suffix_into(batch, b"_SB", &mut out);
-            assert_eq!(
-                out[4..],
-                expected[..],
-                "{:?}",
-                String::from_utf8_lossy(batch)
-            );
-        }
-    }
-
-    #[test]
-    fn suffixed_batches_of_every_line_length_match() {
-        // Lines of 0 to 200 bytes in one batch cross every block and step
-        // boundary; letters, digits, high bytes and carriage returns mixed.
-        let mut batch = Vec::new();
-        let mut expected = Vec::new();
-        for len in 0..=200usize {
-            let line: Vec<u8> = (0..len).map(|i| b"aZ9\xe9\r{q"[(i + len) % 7]).collect();
-            batch.extend_from_slice(&line);
-            batch.push(b'\n');
-            reply_into(&line, b"_SB", &mut expected);
-        }
-        let mut out = Vec::new();
-        upper_with_suffix_into(&batch, b"_SB", &mut out);
-        assert!(
-            out == expected,
-            "batch replies differ from line-by-line replies"
-        );
-        let mut plain = Vec::new();
-        upper_into(&batch, &mut plain);
-        assert_eq!(plain, batch.to_ascii_uppercase());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod echo;
+pub mod fast;
 pub mod limits;
 pub mod line;
 pub mod net;

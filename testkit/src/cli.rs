@@ -91,8 +91,8 @@ pub fn listens_on_a_host_name(bin: &str, args: &[&str]) -> TestServer {
 #[cfg(unix)]
 pub fn ends_by_sigterm(mut server: TestServer) {
     use std::os::unix::process::ExitStatusExt;
-    // SAFETY: kill only sends a signal, to the process this handle started
-    // and has not yet waited for.
+    // SAFETY: kill takes no pointers; the caller's part is the pid: the
+    // process this handle started and has not yet waited for.
     let sent = unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(sent, 0);
     assert!(

@@ -170,8 +170,9 @@ impl TestServer {
     fn end(&mut self) {
         #[cfg(unix)]
         if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill only sends a signal, to the process this handle
-            // started and has not yet waited for (so its pid is not reused).
+            // SAFETY: kill takes no pointers; the caller's part is the pid:
+            // the process this handle started and has not yet waited for,
+            // so the pid is not reused.
             unsafe {
                 libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
             }
@@ -415,13 +416,13 @@ pub fn raise_nofile_limit(want: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit writes into the rlimit we own and pass by pointer.
+    // SAFETY: getrlimit needs a pointer to a writable rlimit: `lim`, a live local.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
     let want = to_rlim(want);
     if lim.rlim_cur < want {
         lim.rlim_cur = want.min(lim.rlim_max);
-        // SAFETY: setrlimit reads the rlimit we own; it changes only limits.
+        // SAFETY: setrlimit needs a pointer to a valid rlimit: `lim`, a live local.
         let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
         assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
     }
@@ -524,7 +525,7 @@ pub fn limit_pending_signals(command: &mut Command, limit: u64) {
 pub fn start_as_nobody(bin: &str, args: &[&str], room: u64) -> Option<TestServer> {
     use std::os::unix::process::CommandExt;
     const NOBODY: libc::uid_t = 65534;
-    // SAFETY: geteuid only reads this process's credentials.
+    // SAFETY: geteuid has no preconditions: it takes no pointers.
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
@@ -660,7 +661,7 @@ pub mod proc {
         let rest = &stat[stat.rfind(')').expect("comm") + 2..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields[i - 3].parse::<u64>().expect("tick count");
-        // SAFETY: sysconf only reads a configuration value.
+        // SAFETY: sysconf has no preconditions: it takes no pointers.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         let to_time = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
         (to_time(ticks(14)), to_time(ticks(15)))
@@ -822,7 +823,7 @@ pub mod proc {
         let rest = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
-        // SAFETY: sysconf only reads a configuration value.
+        // SAFETY: sysconf has no preconditions: it takes no pointers.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         let to_time = |t: u64| Duration::from_nanos(t * 1_000_000_000 / hz);
         Some(CpuTimes {

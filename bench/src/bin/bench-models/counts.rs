@@ -210,7 +210,8 @@ fn run_fixed(
     while m.forks && !proc::children(target).is_empty() && Instant::now() < settle {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: kill only sends a signal to a process this program started.
+    // SAFETY: kill takes no pointers; the caller's part is the pid, a
+    // process this program started and has not reaped, so no other one.
     unsafe {
         libc::kill(target as libc::pid_t, libc::SIGTERM);
     }

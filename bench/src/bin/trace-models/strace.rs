@@ -81,7 +81,8 @@ pub fn trace(bin: &Path, t: &Target) -> anyhow::Result<Trace> {
         .first()
         .copied()
         .context("strace started no server")?;
-    // SAFETY: kill only sends a signal, to a process this program started.
+    // SAFETY: kill takes no pointers; the caller's part is the pid, a
+    // process this program started and has not reaped, so no other one.
     unsafe {
         libc::kill(main as libc::pid_t, libc::SIGTERM);
     }
