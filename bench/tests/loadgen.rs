@@ -70,7 +70,6 @@ fn help_is_user_documentation() {
 #[test]
 fn idle_connections_come_from_several_source_addresses() {
     use std::collections::BTreeSet;
-    use std::io::{BufRead, BufReader, Write};
     use std::net::{IpAddr, TcpListener};
     use std::sync::{Arc, Mutex};
     use std::thread;
@@ -85,17 +84,7 @@ fn idle_connections_come_from_several_source_addresses() {
             seen.lock()
                 .unwrap()
                 .insert(stream.peer_addr().unwrap().ip());
-            thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut line = Vec::new();
-                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    if writer.write_all(&line.to_ascii_uppercase()).is_err() {
-                        return;
-                    }
-                    line.clear();
-                }
-            });
+            serve_upper(stream);
         }
     });
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -143,17 +132,7 @@ fn an_idle_crowd_cut_short_says_why() {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
                 continue;
             }
-            thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut line = Vec::new();
-                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    if writer.write_all(&line.to_ascii_uppercase()).is_err() {
-                        return;
-                    }
-                    line.clear();
-                }
-            });
+            serve_upper(stream);
         }
     });
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -170,4 +149,21 @@ fn an_idle_crowd_cut_short_says_why() {
             && json.contains(r#""idle_stopped":"connection "#),
         "{json}"
     );
+}
+
+/// Answers each line of `stream` upper-cased, on a thread of its own, as
+/// the echo servers do (without a suffix), until the client leaves.
+fn serve_upper(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Write};
+    std::thread::spawn(move || {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            if writer.write_all(&line.to_ascii_uppercase()).is_err() {
+                return;
+            }
+            line.clear();
+        }
+    });
 }

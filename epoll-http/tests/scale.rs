@@ -1,8 +1,8 @@
 //! epoll-http at scale, level- and edge-triggered: 15 000 keep-alive
 //! connections held at once, each having had one response, a burst of 5000
-//! requests at the same instant, and a newcomer served. A test binary of
-//! its own, since the crowd takes 15 000 of the 20 000 descriptors this
-//! process may hold; the two tests take turns (testkit::scale).
+//! requests at the same instant, and a newcomer served. A test binary of its
+//! own, since the crowd takes 15 000 of the 20 000 descriptors this process
+//! may hold; the two tests take turns (testkit::scale).
 
 #![cfg(target_os = "linux")]
 

@@ -11,28 +11,9 @@ use std::time::Duration;
 use testkit::raise_nofile_limit;
 use testkit::suite::{EchoSpec, crowd};
 
-const SPEC: EchoSpec = EchoSpec {
-    bin: env!("CARGO_BIN_EXE_iocp-accept"),
-    args: &[],
-    suffix: "",
-    concurrent: true,
-    busy_polls: false,
-};
+mod common;
 
-/// Whether io_uring can be used here; panics instead of skipping when the
-/// environment demands it.
-fn uring_available() -> bool {
-    match io_uring::IoUring::new(8) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("IOCP_ACCEPT_REQUIRE_URING").is_some_and(|v| v == "1") => {
-            panic!("io_uring is required (IOCP_ACCEPT_REQUIRE_URING=1) but unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: io_uring is not available here ({e})");
-            false
-        }
-    }
-}
+use common::{SPEC, uring_available};
 
 /// The single-shot loop, IOCP's shape.
 const SINGLE: EchoSpec = EchoSpec {

@@ -5,30 +5,11 @@
 
 #![cfg(target_os = "linux")]
 
-use testkit::suite::{EchoSpec, holds_a_crowd};
+use testkit::suite::holds_a_crowd;
 
-const SPEC: EchoSpec = EchoSpec {
-    bin: env!("CARGO_BIN_EXE_iocp-accept"),
-    args: &[],
-    suffix: "",
-    concurrent: true,
-    busy_polls: false,
-};
+mod common;
 
-/// As in tests/echo.rs: skipped where io_uring is not allowed (a
-/// container's seccomp profile), unless IOCP_ACCEPT_REQUIRE_URING=1.
-fn uring_available() -> bool {
-    match io_uring::IoUring::new(8) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("IOCP_ACCEPT_REQUIRE_URING").is_some_and(|v| v == "1") => {
-            panic!("io_uring is required (IOCP_ACCEPT_REQUIRE_URING=1) but unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: io_uring is not available here ({e})");
-            false
-        }
-    }
-}
+use common::{SPEC, uring_available};
 
 #[test]
 fn multishot_holds_15000_connections_and_a_burst() {

@@ -1,6 +1,6 @@
-//! The selector at scale: 15 000 connections held at once, a burst of 5000, and a newcomer
-//! served. A test binary of its own, since the crowd takes 15 000 of the
-//! 20 000 descriptors this process may hold (testkit::scale).
+//! The selector at scale: 15 000 connections held at once, a burst of 5000,
+//! and a newcomer served. A test binary of its own, since the crowd takes
+//! 15 000 of the 20 000 descriptors this process may hold (testkit::scale).
 
 #![cfg(target_os = "linux")]
 

@@ -1,18 +1,15 @@
-//! Signal-driven I/O at scale: 15 000 connections held at once, a burst of 5000, and a newcomer
-//! served. A test binary of its own, since the crowd takes 15 000 of the
-//! 20 000 descriptors this process may hold (testkit::scale).
+//! Signal-driven I/O at scale: 15 000 connections held at once, a burst of
+//! 5000, and a newcomer served. A test binary of its own, since the crowd
+//! takes 15 000 of the 20 000 descriptors this process may hold
+//! (testkit::scale).
 
 #![cfg(target_os = "linux")]
 
-use testkit::suite::{EchoSpec, holds_a_crowd};
+use testkit::suite::holds_a_crowd;
 
-const SPEC: EchoSpec = EchoSpec {
-    bin: env!("CARGO_BIN_EXE_sigio-echo"),
-    args: &[],
-    suffix: "",
-    concurrent: true,
-    busy_polls: false,
-};
+mod common;
+
+use common::SPEC;
 
 #[test]
 fn holds_15000_connections_and_a_burst() {
