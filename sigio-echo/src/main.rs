@@ -431,15 +431,14 @@ mod server {
         // A client that pipelines without pause would otherwise hold the
         // loop, and every other signal behind it: at most this many reads.
         for _ in 0..READS_PER_TURN {
-            // Checked here, so that the common case (nothing owed) costs
-            // no call.
+            // Nothing owed, the common case, costs one test.
             if !conn.owed.is_empty() {
                 conn.owed.write_to(&mut conn.stream)?;
-            }
-            if conn.owed.is_full() {
-                // A client that does not read: stop reading it until the
-                // signal that says its socket has room again.
-                return Ok(true);
+                if conn.owed.is_full() {
+                    // A client that does not read: stop reading it until
+                    // the signal that says its socket has room again.
+                    return Ok(true);
+                }
             }
             if conn.closing {
                 return Ok(!conn.owed.is_empty());

@@ -211,19 +211,31 @@ fn connect_from(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStr
     }
     match socket.connect(&server.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if in_progress(&e) => {}
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(socket.into()))
 }
 
+/// A non-blocking connect under way: EINPROGRESS on Unix, WSAEWOULDBLOCK
+/// (`WouldBlock`) on Windows.
+fn in_progress(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
 /// `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2): a `bind` to an address with port
 /// 0 takes no port until `connect` knows the destination.
+#[cfg(target_os = "linux")]
 fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
-    // SAFETY: the descriptor is the live socket `socket` owns, and the
-    // option value is a c_int on our stack, its size passed with it.
+    // SAFETY: setsockopt needs `optval` to point at `optlen` readable
+    // bytes: a c_int on our stack, and its size; the descriptor is the
+    // live socket `socket` owns.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -236,6 +248,13 @@ fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Elsewhere the port is taken at `bind`: each source still has its own
+/// ports, but each port serves one destination.
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_socket: &Socket) -> io::Result<()> {
     Ok(())
 }
 
