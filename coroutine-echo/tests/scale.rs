@@ -6,13 +6,7 @@
 
 use testkit::suite::{EchoSpec, holds_a_crowd};
 
-const SPEC: EchoSpec = EchoSpec {
-    bin: env!("CARGO_BIN_EXE_coroutine-echo"),
-    args: &[],
-    suffix: "",
-    concurrent: true,
-    busy_polls: false,
-};
+const SPEC: EchoSpec = EchoSpec::concurrent(env!("CARGO_BIN_EXE_coroutine-echo"), &[], "");
 
 #[test]
 fn holds_15000_connections_and_a_burst() {

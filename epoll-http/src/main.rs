@@ -334,13 +334,9 @@ mod server {
             }
         }
 
-        fn slot_for(&self, deadline: Instant) -> u64 {
-            slot(self.started, deadline)
-        }
-
         /// Files connection `key` under its deadline's slot.
         fn file(&mut self, key: usize) {
-            let slot = self.slot_for(self.conns[key].deadline);
+            let slot = slot(self.started, self.conns[key].deadline);
             self.conns[key].slot = slot;
             self.wheel.entry(slot).or_default().push(key);
         }

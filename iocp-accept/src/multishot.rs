@@ -387,53 +387,7 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring, room: Room) -> any
         // The buffers this batch used are back: make them visible, then
         // re-arm the receives that ran dry.
         server.bufs.publish();
-        if server.starved.is_empty() {
-            // A burst is over once a batch needs no re-arm, a second or
-            // more after it began: shorter lulls belong to the same burst,
-            // so that a ring too small for steady load logs once a second.
-            if let Some(short) = server
-                .short_of_buffers
-                .take_if(|s| s.since.elapsed().as_secs() >= 1)
-            {
-                warn!(
-                    "out of provided buffers for {:.1} s: {} receives re-armed after ENOBUFS; \
-                     --buffers sets how many there are",
-                    short.since.elapsed().as_secs_f64(),
-                    short.rearmed
-                );
-            }
-            continue;
-        }
-        if server.short_of_buffers.is_none() {
-            warn!(
-                "out of provided buffers: receives that find none are re-armed once their \
-                 batch gives buffers back (said once per burst)"
-            );
-        }
-        let mut rearmed = 0;
-        for conn in std::mem::take(&mut server.starved) {
-            // The key may have been freed, or even reused, in this batch:
-            // only a connection still `Starved` is the one that starved.
-            // One that now owes too much stays `Paused`; its sends re-arm
-            // it once they drain.
-            let Some(c) = server
-                .conns
-                .get_mut(conn)
-                .filter(|c| c.state == State::Starved)
-            else {
-                continue;
-            };
-            c.state = State::Paused(None);
-            if !c.too_much_owed() {
-                rearmed += 1;
-                server.arm_recv(conn)?;
-            }
-        }
-        let short = server.short_of_buffers.get_or_insert(ShortOfBuffers {
-            since: Instant::now(),
-            rearmed: 0,
-        });
-        short.rearmed += rearmed;
+        server.rearm_starved()?;
     }
 }
 
@@ -444,6 +398,60 @@ struct ShortOfBuffers {
 }
 
 impl Server {
+    /// End of a batch, its buffers given back: the receives that ran dry
+    /// are armed again, and a burst of them is told once as it starts and
+    /// once, with its count, when it has passed.
+    fn rearm_starved(&mut self) -> io::Result<()> {
+        if self.starved.is_empty() {
+            // A burst is over once a batch needs no re-arm, a second or
+            // more after it began: shorter lulls belong to the same burst,
+            // so that a ring too small for steady load logs once a second.
+            if let Some(short) = self
+                .short_of_buffers
+                .take_if(|s| s.since.elapsed().as_secs() >= 1)
+            {
+                warn!(
+                    "out of provided buffers for {:.1} s: {} receives re-armed after ENOBUFS; \
+                     --buffers sets how many there are",
+                    short.since.elapsed().as_secs_f64(),
+                    short.rearmed
+                );
+            }
+            return Ok(());
+        }
+        if self.short_of_buffers.is_none() {
+            warn!(
+                "out of provided buffers: receives that find none are re-armed once their \
+                 batch gives buffers back (said once per burst)"
+            );
+        }
+        let mut rearmed = 0;
+        for conn in std::mem::take(&mut self.starved) {
+            // The key may have been freed, or even reused, in this batch:
+            // only a connection still `Starved` is the one that starved.
+            // One that now owes too much stays `Paused`; its sends re-arm
+            // it once they drain.
+            let Some(c) = self
+                .conns
+                .get_mut(conn)
+                .filter(|c| c.state == State::Starved)
+            else {
+                continue;
+            };
+            c.state = State::Paused(None);
+            if !c.too_much_owed() {
+                rearmed += 1;
+                self.arm_recv(conn)?;
+            }
+        }
+        let short = self.short_of_buffers.get_or_insert(ShortOfBuffers {
+            since: Instant::now(),
+            rearmed: 0,
+        });
+        short.rearmed += rearmed;
+        Ok(())
+    }
+
     /// Step 3: submits what is queued and waits for one completion. (Waiting
     /// for more at once was tried, and cost more than it saved: the crate
     /// README's "What was tried".)

@@ -188,24 +188,11 @@ mod server {
                 continue;
             }
             // The only wait: for the next batch of signals.
-            // SAFETY: read needs `count` writable bytes at the pointer:
-            // `infos` is a live local of exactly that size, and any bytes
-            // are a valid signalfd_siginfo.
-            let n = unsafe {
-                libc::read(
-                    sfd.as_raw_fd(),
-                    infos.as_mut_ptr().cast(),
-                    size_of_val(&infos),
-                )
+            let taken = match read_batch(&sfd, &mut infos) {
+                Ok(taken) => taken,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading the signalfd"),
             };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e).context("reading the signalfd");
-            }
-            let taken = n as usize / size_of::<libc::signalfd_siginfo>();
             // One pass over the batch. A plain SIGIO in it means the queue
             // overflowed: the events it lost are found by the scan below.
             let mut overflowed = false;
@@ -260,6 +247,25 @@ mod server {
         }
     }
 
+    /// Reads up to [`BATCH`] queued signals into `infos` (waiting for one if
+    /// none is queued) and returns how many came.
+    fn read_batch(sfd: &OwnedFd, infos: &mut [libc::signalfd_siginfo; BATCH]) -> io::Result<usize> {
+        // SAFETY: read needs `count` writable bytes at the pointer: `infos`
+        // is exactly that size, borrowed mutably, and any bytes are a valid
+        // signalfd_siginfo.
+        let n = unsafe {
+            libc::read(
+                sfd.as_raw_fd(),
+                infos.as_mut_ptr().cast(),
+                size_of_val(infos),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize / size_of::<libc::signalfd_siginfo>())
+    }
+
     /// Reads and discards every signal queued for the signalfd, without
     /// waiting: after an overflow, the full scan that follows covers them.
     /// Returns how many were flushed, and whether a SIGALRM (the end of an
@@ -267,20 +273,9 @@ mod server {
     fn flush(sfd: &OwnedFd, infos: &mut [libc::signalfd_siginfo; BATCH]) -> (usize, bool) {
         let (mut flushed, mut alarm) = (0, false);
         while signals_waiting(sfd) {
-            // SAFETY: read needs `count` writable bytes at the pointer:
-            // `infos` is exactly that size, borrowed mutably, and any bytes
-            // are a valid signalfd_siginfo.
-            let n = unsafe {
-                libc::read(
-                    sfd.as_raw_fd(),
-                    infos.as_mut_ptr().cast(),
-                    size_of_val(infos),
-                )
-            };
-            if n <= 0 {
+            let Ok(taken) = read_batch(sfd, infos) else {
                 break;
-            }
-            let taken = n as usize / size_of::<libc::signalfd_siginfo>();
+            };
             flushed += taken;
             alarm |= infos[..taken]
                 .iter()

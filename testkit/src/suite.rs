@@ -30,6 +30,22 @@ pub struct EchoSpec {
 }
 
 impl EchoSpec {
+    /// What most specs are: a server that serves clients at once and waits
+    /// in the kernel, run with `args`, putting `suffix` before each `\n`.
+    pub const fn concurrent(
+        bin: &'static str,
+        args: &'static [&'static str],
+        suffix: &'static str,
+    ) -> EchoSpec {
+        EchoSpec {
+            bin,
+            args,
+            suffix,
+            concurrent: true,
+            busy_polls: false,
+        }
+    }
+
     /// Starts the server with the spec's arguments plus `extra`.
     pub fn start(&self, extra: &[&str]) -> TestServer {
         let args: Vec<&str> = self.args.iter().chain(extra).copied().collect();

@@ -277,17 +277,14 @@ fn one(env: &Env, m: &Model, n: usize) -> anyhow::Result<ScalePoint> {
 /// Why a server held fewer than asked: the ceiling its log names, or what
 /// loadgen saw.
 fn why_stopped(log: &str, json: &str) -> String {
-    if let Some(line) = log.lines().find(|l| l.contains("; refusing new clients")) {
-        let what = line.split("] ").nth(1).unwrap_or(line);
-        return what
-            .trim_end_matches(" (said once until it clears)")
-            .to_string();
-    }
-    if let Some(line) = log.lines().find(|l| l.contains("; pausing accepts")) {
-        let what = line.split("] ").nth(1).unwrap_or(line);
-        return what
-            .trim_end_matches(" (said once until it clears)")
-            .to_string();
+    // The ceiling's own line, refused or paused, if the log has one.
+    for said in ["; refusing new clients", "; pausing accepts"] {
+        if let Some(line) = log.lines().find(|l| l.contains(said)) {
+            let what = line.split("] ").nth(1).unwrap_or(line);
+            return what
+                .trim_end_matches(" (said once until it clears)")
+                .to_string();
+        }
     }
     let stopped = json
         .split("\"idle_stopped\":\"")
