@@ -16,12 +16,14 @@
 //! | `vm.max_map_count` (65 530 by default) | 4 memory mappings: its stack and guard page, its signal stack and guard |
 //! | `kernel.threads-max`, `kernel.pid_max` | a task, system-wide |
 //! | `RLIMIT_NPROC` (`ulimit -u`; not held to root) | a task of this user |
-//! | `RLIMIT_AS` (`ulimit -v`) | its stacks' address space (and glibc's malloc arenas, 64 MiB each, up to eight per CPU) |
+//! | `RLIMIT_AS` (`ulimit -v`) | its stacks' address space (and, once, glibc's malloc arenas: see [`bound_malloc_arenas`]) |
 //!
 //! Each is read with what is already in use and a reserve for the rest of
 //! the process, so the ceiling is a little under the real edge. A limit
 //! another process lowers later (other users' tasks) is met by `spawn`
-//! failing, which the server answers the same way.
+//! failing, which the server answers the same way. Address space is also
+//! checked before each spawn ([`AddressSpace`]), since what the process
+//! maps besides threads can grow after the ceiling was worked out.
 
 use std::fmt;
 
@@ -36,6 +38,86 @@ const RESERVE_MAPS: usize = 512;
 const RESERVE_TASKS: usize = 64;
 #[cfg(target_os = "linux")]
 const RESERVE_ADDRESS_SPACE: usize = 64 << 20;
+
+/// Address space glibc reserves for each malloc arena beyond the first
+/// (`HEAP_MAX_SIZE` on 64-bit targets); `ulimit -v` counts reservations,
+/// though little of it is ever touched.
+#[cfg(target_os = "linux")]
+const ARENA_SIZE: usize = 64 << 20;
+/// Address space kept free before each spawn: what threads started but not
+/// yet running still map (their signal stacks), and the allocations of the
+/// threads already serving.
+#[cfg(target_os = "linux")]
+const SPAWN_HEADROOM: usize = 32 << 20;
+
+/// Caps glibc's malloc arenas at one per CPU, four at most, and returns
+/// that cap. glibc's default, eight per CPU, reserves up to 64 MiB of
+/// address space each as threads first allocate: under `ulimit -v` that
+/// alone could take the whole limit, leaving room for no thread, and an
+/// arena mapped after a spawn can take the room the next thread's signal
+/// stack needed (whose failure ends the process). A connection thread
+/// allocates rarely (its line and reply buffers), so a few arenas serve it
+/// without contention. Call it before the first thread starts.
+#[cfg(target_os = "linux")]
+pub fn bound_malloc_arenas() -> usize {
+    let arenas = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(4);
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes no pointers; M_ARENA_MAX with a positive count
+    // only lowers a bound glibc checks when it would create an arena.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
+    }
+    arenas
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn bound_malloc_arenas() -> usize {
+    1
+}
+
+/// `RLIMIT_AS`, checked before each thread is started: the limit less what
+/// the process maps now must hold one more thread and some headroom.
+#[derive(Debug, Clone, Copy)]
+pub struct AddressSpace {
+    limit: usize,
+    per_thread: usize,
+}
+
+impl AddressSpace {
+    /// `None` when address space is unlimited (the usual case: then the
+    /// check costs nothing) or cannot be read (not Linux).
+    #[cfg(target_os = "linux")]
+    pub fn limited(stack: usize) -> Option<AddressSpace> {
+        Some(AddressSpace {
+            limit: soft_limit(libc::RLIMIT_AS)?,
+            per_thread: per_thread(stack),
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn limited(_stack: usize) -> Option<AddressSpace> {
+        None
+    }
+
+    /// Whether another thread fits now; `Err` says how much is left.
+    pub fn room_for_one(&self) -> Result<(), String> {
+        #[cfg(target_os = "linux")]
+        if let Some(used) = address_space_in_use() {
+            let left = self.limit.saturating_sub(used);
+            if left < self.per_thread + SPAWN_HEADROOM {
+                return Err(format!(
+                    "{} MiB of RLIMIT_AS = {} MiB left, {} KiB a thread (ulimit -v)",
+                    left >> 20,
+                    self.limit >> 20,
+                    self.per_thread >> 10
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The lowest of the limits on threads, and which one it is.
 #[derive(Debug, Clone)]
@@ -53,14 +135,17 @@ impl fmt::Display for Ceiling {
     }
 }
 
-/// The thread ceiling for threads of `stack` bytes of stack, or `None`
-/// where the limits cannot be read (not Linux).
+/// The thread ceiling for threads of `stack` bytes of stack, with malloc
+/// capped at `arenas` arenas ([`bound_malloc_arenas`]), or `None` where the
+/// limits cannot be read (not Linux).
 #[cfg(target_os = "linux")]
-pub fn thread_ceiling(stack: usize) -> Option<Ceiling> {
+pub fn thread_ceiling(stack: usize, arenas: usize) -> Option<Ceiling> {
     let mut candidates = Vec::new();
     if let (Some(max), Some(used)) = (read_number("/proc/sys/vm/max_map_count"), maps_in_use()) {
+        // Each arena is two mappings: the part in use and the reserved rest.
+        let arena_maps = 2 * arenas;
         candidates.push(Ceiling {
-            threads: max.saturating_sub(used + RESERVE_MAPS) / MAPS_PER_THREAD,
+            threads: max.saturating_sub(used + arena_maps + RESERVE_MAPS) / MAPS_PER_THREAD,
             limit: format!("vm.max_map_count = {max}, {MAPS_PER_THREAD} mappings a thread"),
         });
     }
@@ -83,12 +168,10 @@ pub fn thread_ceiling(stack: usize) -> Option<Ceiling> {
         });
     }
     if let (Some(max), Some(used)) = (soft_limit(libc::RLIMIT_AS), address_space_in_use()) {
-        let per_thread = stack + signal_stack() + 2 * page();
-        // glibc gives threads malloc arenas of their own, up to eight per
-        // CPU, each reserving 64 MiB of address space (it uses little of
-        // it, but `ulimit -v` counts reservations).
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let arenas = 8 * cpus * (64 << 20);
+        let per_thread = per_thread(stack);
+        // The arenas beyond the first (which grows by brk), and room for
+        // the double-size mapping glibc makes, and trims, to align each.
+        let arenas = arenas * ARENA_SIZE;
         candidates.push(Ceiling {
             threads: max.saturating_sub(used + arenas + RESERVE_ADDRESS_SPACE) / per_thread,
             limit: format!(
@@ -102,8 +185,15 @@ pub fn thread_ceiling(stack: usize) -> Option<Ceiling> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn thread_ceiling(_stack: usize) -> Option<Ceiling> {
+pub fn thread_ceiling(_stack: usize, _arenas: usize) -> Option<Ceiling> {
     None
+}
+
+/// Address space one thread maps: its stack and the signal stack Rust
+/// gives it, each with a guard page.
+#[cfg(target_os = "linux")]
+fn per_thread(stack: usize) -> usize {
+    stack + signal_stack() + 2 * page()
 }
 
 #[cfg(target_os = "linux")]
@@ -176,18 +266,13 @@ fn tasks_of_this_user() -> usize {
         .sum()
 }
 
+/// What the process maps now, as `RLIMIT_AS` counts it: `VmSize`, the
+/// first field of `/proc/self/statm`, in pages.
 #[cfg(target_os = "linux")]
 fn address_space_in_use() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib << 10)
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().next()?.parse().ok()?;
+    Some(pages * page())
 }
 
 /// The signal stack Rust maps for each thread: `SIGSTKSZ` or the kernel's

@@ -138,10 +138,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             thread_per_connection(listener, max_line, room)
         }
         Mode::Pool => {
-            // Held at once: one client per worker, and the queue's.
+            // Held at once: one client per worker, and the queue's; fewer
+            // if the descriptor limit allows fewer.
             let workers = usize::from(args.workers);
-            shared::limits::descriptor_room(workers + args.queue, "--workers plus --queue");
-            pool(listener, max_line, workers, args.queue)
+            let room =
+                shared::limits::descriptor_room(workers + args.queue, "--workers plus --queue");
+            pool(listener, max_line, workers, args.queue, room)
         }
         #[cfg(unix)]
         Mode::Fork => fork::run(listener, max_line, args.echo.server.max_conns),
@@ -176,7 +178,9 @@ const THREAD_STACK: usize = 256 * 1024;
 /// all (another process took the last task): the server answers it and
 /// goes on, where an unchecked `spawn` would close it unanswered, or worse.
 fn thread_per_connection(listener: TcpListener, max_line: usize, room: Room) -> anyhow::Result<()> {
-    let ceiling = ceiling::thread_ceiling(THREAD_STACK);
+    let arenas = ceiling::bound_malloc_arenas();
+    let ceiling = ceiling::thread_ceiling(THREAD_STACK, arenas);
+    let space = ceiling::AddressSpace::limited(THREAD_STACK);
     let (cap, limit) = match &ceiling {
         Some(c) if c.threads < room.conns => {
             warn!(
@@ -200,6 +204,11 @@ fn thread_per_connection(listener: TcpListener, max_line: usize, room: Room) -> 
         // Only this thread increments, so the check cannot race past the cap.
         if live.load(Ordering::Acquire) >= cap {
             shortage.refusing(&limit);
+            shared::net::refuse(&stream);
+            continue;
+        }
+        if let Some(Err(left)) = space.map(|s| s.room_for_one()) {
+            shortage.refusing(&left);
             shared::net::refuse(&stream);
             continue;
         }
@@ -250,13 +259,21 @@ impl Drop for LiveSlot {
 /// places. A full queue is not waited on: blocking the acceptor would only
 /// move the wait into the kernel's backlog, where the client cannot tell a
 /// slow server from a dead one. It is told `ERR server full` instead.
+///
+/// Every connection held, queued or being served, holds a descriptor, so
+/// the pool holds at most `room` of them (workers plus queue, or fewer
+/// where `RLIMIT_NOFILE` allows fewer); one more is refused at once, like
+/// one that finds the queue full, rather than left in the backlog by an
+/// `accept` failing with EMFILE.
 fn pool(
     listener: TcpListener,
     max_line: usize,
     workers: usize,
     queue: usize,
+    room: Room,
 ) -> anyhow::Result<()> {
-    let (to_workers, jobs) = mpsc::sync_channel::<(TcpStream, SocketAddr)>(queue);
+    type Job = (TcpStream, SocketAddr, LiveSlot);
+    let (to_workers, jobs) = mpsc::sync_channel::<Job>(queue);
     let jobs = Arc::new(Mutex::new(jobs));
     for n in 0..workers {
         let jobs = Arc::clone(&jobs);
@@ -266,25 +283,37 @@ fn pool(
                 loop {
                     // The lock is held only while waiting for the next job.
                     let job = jobs.lock().expect("no worker panics").recv();
-                    let Ok((stream, peer)) = job else { return };
+                    let Ok((stream, peer, _slot)) = job else {
+                        return;
+                    };
                     handle(stream, peer, max_line);
                 }
             })?;
     }
+    let full = if room.conns < workers + queue {
+        room.limit
+    } else {
+        format!("all {workers} workers busy and {queue} connections queued")
+    };
+    let live = Arc::new(AtomicUsize::new(0));
     // Ready once every worker is there to take a connection.
     shared::net::announce(&listener)?;
     let mut shortage = ShortageLog::default();
     loop {
-        let Some(conn) = accept(&listener, &mut shortage)? else {
+        let Some((stream, peer)) = accept(&listener, &mut shortage)? else {
             continue;
         };
-        let peer = conn.1;
-        match to_workers.try_send(conn) {
+        // Only this thread increments, so the check cannot race past it.
+        if live.load(Ordering::Acquire) >= room.conns {
+            shortage.refusing(&full);
+            shared::net::refuse(&stream);
+            continue;
+        }
+        match to_workers.try_send((stream, peer, LiveSlot::take(&live))) {
             Ok(()) => admitted(peer, &mut shortage),
-            Err(TrySendError::Full((stream, _))) => {
-                shortage.refusing(&format_args!(
-                    "all {workers} workers busy and {queue} connections queued"
-                ));
+            // A worker between its last client and its next job.
+            Err(TrySendError::Full((stream, ..))) => {
+                shortage.refusing(&full);
                 shared::net::refuse(&stream);
             }
             Err(TrySendError::Disconnected(_)) => bail!("every worker thread has exited"),

@@ -98,6 +98,75 @@ fn pool_refuses_when_the_queue_is_full() {
     assert_eq!(queued.read_line().unwrap(), b"QUEUED\n");
 }
 
+/// Pool mode under a descriptor limit lower than workers plus queue:
+/// `RLIMIT_NOFILE` 64 leaves room for 48 clients (64 less the 16 a server
+/// keeps), so with 16 workers and a queue of 200, of 100 clients 16 are
+/// served, 32 wait in the queue, and the other 52 are told `ERR server
+/// full` at once rather than left unanswered in the listen queue. The
+/// queued ones are served as workers free.
+#[cfg(unix)]
+#[test]
+fn pool_refuses_past_the_descriptor_limit() {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use testkit::{LineClient, TIMEOUT};
+
+    const CLIENTS: usize = 100;
+    const WORKERS: usize = 16;
+    const ROOM: usize = 64 - 16;
+    let mut command = std::process::Command::new(BIN);
+    command.args(["--mode", "pool", "--workers", "16", "--queue", "200"]);
+    testkit::limit_descriptors(&mut command, 64, 64);
+    let server = TestServer::start_command(command);
+    // Each client sends its line, and a thread of its own reads the first
+    // answer, so a queued client's silence holds up nobody else.
+    let (answers, answered) = mpsc::channel::<(usize, Vec<u8>, LineClient)>();
+    let started = Instant::now();
+    for i in 0..CLIENTS {
+        let mut client = server.connect();
+        client.send(format!("client {i}\n").as_bytes());
+        let answers = answers.clone();
+        std::thread::spawn(move || {
+            if let Ok(line) = client.read_line() {
+                let _ = answers.send((i, line, client));
+            }
+        });
+    }
+    let mut served = Vec::new();
+    let mut refused = 0;
+    while served.len() + refused < CLIENTS - (ROOM - WORKERS) {
+        let (i, line, client) = answered.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "{} served, {refused} refused: the rest unanswered",
+                served.len()
+            )
+        });
+        if line == b"ERR server full\n" {
+            refused += 1;
+        } else {
+            assert_eq!(line, format!("CLIENT {i}\n").as_bytes());
+            served.push(client);
+        }
+    }
+    eprintln!(
+        "pool at RLIMIT_NOFILE 64: {} served, {refused} refused in {:?}",
+        served.len(),
+        started.elapsed()
+    );
+    assert_eq!((served.len(), refused), (WORKERS, CLIENTS - ROOM));
+    testkit::suite::says_it_refuses(&server, &format!("{ROOM} connections (RLIMIT_NOFILE 64)"));
+    // The queued 32 are served as the workers free, each leaving once
+    // answered so that the next one's turn comes.
+    drop(served);
+    for _ in 0..ROOM - WORKERS {
+        let (i, line, _client) = answered
+            .recv_timeout(TIMEOUT)
+            .expect("a queued client served");
+        assert_eq!(line, format!("CLIENT {i}\n").as_bytes());
+    }
+}
+
 /// Thread mode stops at --max-conns threads: more clients are refused, and
 /// places free when clients leave.
 #[test]

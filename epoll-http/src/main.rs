@@ -535,16 +535,15 @@ mod server {
                     self.idle_timeout,
                 );
                 // A deadline that moved later stays filed where it was (its
-                // slot refiles it when due). Only a request left unfinished
-                // can move it earlier (--header-timeout may be the shorter):
-                // then it is filed again now, or it would be noticed late.
-                // The common case, every request whole, costs nothing here.
-                if conn.request_started.is_some() {
-                    let slot = slot(self.started, conn.deadline);
-                    if slot < conn.slot {
-                        conn.slot = slot;
-                        self.wheel.entry(slot).or_default().push(key);
-                    }
+                // slot refiles it when due). One that moved earlier is filed
+                // again now, or it would be noticed late: either timeout may
+                // be the shorter, so a request just finished (now the idle
+                // deadline) can move it as much as one left unfinished (the
+                // header deadline). The stale entry is dropped when due.
+                let slot = slot(self.started, conn.deadline);
+                if slot < conn.slot {
+                    conn.slot = slot;
+                    self.wheel.entry(slot).or_default().push(key);
                 }
                 send(conn, &self.replies, self.cork)?;
                 if !self.edge {

@@ -242,6 +242,8 @@ fn a_full_submission_queue_mid_batch_is_submitted_and_the_loop_goes_on() {
                 break;
             }
         }
+        // The last round's line may still be in the log's pipe.
+        let early = early || server.logged_text("submission queue full mid-batch: submitted early");
         assert!(early, "{:?}: the queue never filled mid-batch", spec.args);
     }
 }

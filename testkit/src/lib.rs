@@ -144,6 +144,21 @@ impl TestServer {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Waits, at most [`TIMEOUT`], for a line of the log that `wanted`
+    /// accepts, and says whether one came. The log arrives through its own
+    /// pipe and reader thread, so a line the server wrote before it did
+    /// something the test saw (its ready line, a reply) may not be in
+    /// [`log`](Self::log) yet: a test that looks for a line waits for that
+    /// line, never for an earlier one and then reads the log once.
+    pub fn logged(&self, mut wanted: impl FnMut(&str) -> bool) -> bool {
+        eventually(|| self.log().lines().any(&mut wanted))
+    }
+
+    /// [`logged`](Self::logged) for a line containing `text`.
+    pub fn logged_text(&self, text: &str) -> bool {
+        self.logged(|line| line.contains(text))
+    }
+
     /// Stops the server (SIGTERM, then SIGKILL) and returns its whole log.
     pub fn stop(mut self) -> String {
         self.end();

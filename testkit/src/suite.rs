@@ -427,7 +427,7 @@ pub fn a_flooder_does_not_hold_the_loop(spec: &EchoSpec, cut_short: bool) {
     });
     if cut_short {
         assert!(
-            server.log().contains("cut short so far"),
+            server.logged_text("cut short so far"),
             "no per-turn budget in the log:\n{}",
             server.log()
         );
@@ -559,10 +559,7 @@ pub fn refuses_past_max_conns(spec: &EchoSpec) {
 /// refusing clients and at which limit (`limit` is part of that line).
 pub fn says_it_refuses(server: &TestServer, limit: &str) {
     assert!(
-        super::eventually(|| server
-            .log()
-            .lines()
-            .any(|l| l.contains(limit) && l.contains("; refusing new clients"))),
+        server.logged(|l| l.contains(limit) && l.contains("; refusing new clients")),
         "no \"{limit} …; refusing new clients\" in the log:\n{}",
         server.log()
     );
@@ -596,30 +593,30 @@ pub fn descriptor_limit_raised(spec: &EchoSpec) {
     limit_descriptors(&mut command, 256, HARD);
     command.env("RUST_LOG", "info");
     let server = TestServer::start_command(command);
-    // The lines come before the ready line, but through another pipe.
+    // The lines come before the ready line, but through another pipe:
+    // each is waited for in turn, not read once after the first.
     assert!(
-        super::eventually(|| server
-            .log()
-            .contains("descriptor limit 1024 (raised from 256)")),
+        server.logged_text("descriptor limit 1024 (raised from 256)"),
         "no raise in the log:\n{}",
         server.log()
     );
-    let log = server.log();
     if !holds_clients {
         return;
     }
     assert!(
-        log.contains(&format!("room for {ROOM} connections")),
-        "{log}"
+        server.logged_text(&format!("room for {ROOM} connections")),
+        "{}",
+        server.log()
     );
     assert!(
-        log.lines().any(|l| l.contains("WARN")
+        server.logged(|l| l.contains("WARN")
             && l.contains(&format!(
                 "--max-conns 5000 is more than the descriptor limit allows: \
                  holding at most {ROOM} connections"
             ))
             && l.contains("hard RLIMIT_NOFILE")),
-        "no warning in the log:\n{log}"
+        "no warning in the log:\n{}",
+        server.log()
     );
     super::raise_nofile_limit(2 * HARD + 100);
     let c = crowd(&server, spec, ROOM + 12);
