@@ -33,8 +33,10 @@
 //! Unix.) The handler does nothing else; the reaping, `waitpid(-1, WNOHANG)`
 //! until none is left, happens in the loop.
 //!
-//! **Stopping.** SIGTERM and SIGINT reach the parent through the same pair;
-//! it passes SIGTERM on to every live child, reaps them, and then dies by
+//! **Stopping.** SIGTERM and SIGINT wake the parent through the same pair,
+//! and the handler records which came in an atomic, since a pair filled by
+//! SIGCHLDs drops bytes; the parent passes SIGTERM on to every live child,
+//! reaps them, and then dies by
 //! the signal it got, as every other server does, so stopping the server
 //! stops its children. (SIGKILL cannot be caught; a
 //! child whose parent was killed still ends when its client leaves.)
@@ -68,15 +70,25 @@ static WAKE: AtomicI32 = AtomicI32::new(-1);
 /// The signals the parent handles, each carried through the pair as a byte.
 const HANDLED: [Signal; 3] = [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT];
 
-/// Runs on SIGCHLD, SIGTERM and SIGINT: one byte, the signal's number, into
-/// the wake-up pair; no other work (only async-signal-safe calls here).
+/// SIGTERM or SIGINT, once one has come (0 before): the stop is recorded
+/// here, not only in the pair, whose byte can be lost.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+/// Runs on SIGCHLD, SIGTERM and SIGINT: records a stop, and writes one byte
+/// into the wake-up pair; no other work (only async-signal-safe calls here).
 extern "C" fn on_signal(signal: libc::c_int) {
     let saved = Errno::last_raw();
+    if signal != libc::SIGCHLD {
+        // A lock-free atomic store is async-signal-safe.
+        STOP.store(signal, Ordering::Relaxed);
+    }
     let byte = signal as u8;
     // SAFETY: write(2) is async-signal-safe; the descriptor is the pair's
     // non-blocking write end, open for as long as the handler is installed,
-    // and the buffer is a local byte. A full pair drops the byte, which is
-    // harmless: one byte already waiting wakes the loop just the same.
+    // and the buffer is a local byte. A full pair drops the byte (children
+    // exiting fast during a long accept burst can fill it): harmless, since
+    // a byte already waiting wakes the loop just the same, and the loop
+    // reads the stop from `STOP`, not from the bytes.
     unsafe {
         libc::write(WAKE.load(Ordering::Relaxed), (&raw const byte).cast(), 1);
     }
@@ -118,7 +130,6 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
     let mut children: HashSet<Pid> = HashSet::new();
     let mut shortage = ShortageLog::default();
     let mut accept_paused_until: Option<Instant> = None;
-    let mut wake_bytes = [0u8; 64];
     loop {
         // Wait for a client or a signal; while out of descriptors, for a
         // signal or the end of the pause only.
@@ -143,25 +154,9 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
         }
 
         // Signals first: reap, and stop if asked to.
-        let mut stop = None;
-        loop {
-            match (&wake_rx).read(&mut wake_bytes) {
-                Ok(0) => break,
-                Ok(n) => {
-                    stop = stop.or_else(|| {
-                        wake_bytes[..n].iter().find_map(|&b| {
-                            [Signal::SIGTERM, Signal::SIGINT]
-                                .into_iter()
-                                .find(|&s| s as u8 == b)
-                        })
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break, // WouldBlock: all read
-            }
-        }
+        drain(&wake_rx);
         reap(&mut children);
-        if let Some(signal) = stop {
+        if let Ok(signal) = Signal::try_from(STOP.load(Ordering::Relaxed)) {
             stop_children(children);
             die_by(signal);
         }
@@ -220,6 +215,20 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
                     shared::net::refuse(&stream);
                 }
             }
+        }
+    }
+}
+
+/// Empties the wake-up pair: its bytes only woke the loop; what they were
+/// for (children to reap, a stop) the loop finds out for itself.
+fn drain(wake_rx: &UnixStream) {
+    let mut bytes = [0u8; 64];
+    loop {
+        match (&*wake_rx).read(&mut bytes) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return, // WouldBlock: all read
         }
     }
 }

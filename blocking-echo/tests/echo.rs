@@ -167,6 +167,93 @@ fn pool_refuses_past_the_descriptor_limit() {
     }
 }
 
+/// Fork mode wakes its loop through a socket pair that its signal handler
+/// writes a byte into: children that exit fast during a long accept burst
+/// can fill it, and a SIGTERM's byte is then dropped. The stop must still
+/// happen. The test fills the pair itself: it takes copies of the server's
+/// two Unix sockets (`pidfd_getfd`, Linux 5.6, allowed to the parent of
+/// the process), stops the server, writes SIGCHLD's byte until neither
+/// takes more, sends SIGTERM (its handler runs on SIGCONT, into the full
+/// pair) and lets it go on. It must end by SIGTERM, with no byte saying so.
+#[cfg(target_os = "linux")]
+#[test]
+fn fork_mode_stops_when_its_wake_up_pair_is_full() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+
+    let server = TestServer::start(BIN, &["--mode", "fork"]);
+    let pid = server.pid() as libc::pid_t;
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        eprintln!(
+            "pidfd_open: {}: this kernel cannot run the check",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned here alone.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut pair = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("socket:") {
+            continue;
+        }
+        let fd: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        // SAFETY: pidfd_getfd takes two descriptors and flags, no pointers.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        assert!(
+            copy >= 0,
+            "pidfd_getfd: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a descriptor pidfd_getfd just returned, owned here alone.
+        let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+        // The listener is a TCP socket; the pair's two ends are Unix ones.
+        let mut domain: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `domain`, a
+        // live local of that size, and its length into `len`.
+        let got = unsafe {
+            libc::getsockopt(
+                copy.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_DOMAIN,
+                (&raw mut domain).cast(),
+                &mut len,
+            )
+        };
+        if got == 0 && domain == libc::AF_UNIX {
+            pair.push(UnixStream::from(copy));
+        }
+    }
+    assert_eq!(pair.len(), 2, "the server's wake-up pair");
+    let signal = |sig| {
+        // SAFETY: kill only sends a signal, to the server this test started.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    };
+    signal(libc::SIGSTOP);
+    for end in &mut pair {
+        end.set_nonblocking(true).unwrap();
+        while end.write(&[libc::SIGCHLD as u8; 256]).is_ok_and(|n| n > 0) {}
+    }
+    signal(libc::SIGTERM);
+    signal(libc::SIGCONT);
+    let mut server = server;
+    assert!(
+        testkit::eventually(|| server.try_exit_status().is_some()),
+        "the SIGTERM was lost in a full wake-up pair: the server goes on"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    let status = server.try_exit_status().expect("exited");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+}
+
 /// Thread mode stops at --max-conns threads: more clients are refused, and
 /// places free when clients leave.
 #[test]

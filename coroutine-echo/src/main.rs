@@ -152,7 +152,7 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> i
                     // and the task waits for the reactor to say once more
                     // that its socket is readable; the reactor says so for
                     // every other ready socket in the same turn, and their
-                    // tasks run first.
+                    // tasks run in that turn too (in no set order).
                     taken = 0;
                     cut_short(peer);
                     return Err(ErrorKind::WouldBlock.into());

@@ -38,6 +38,8 @@ mod iocp;
 #[cfg(target_os = "linux")]
 mod multishot;
 #[cfg(target_os = "linux")]
+mod submissions;
+#[cfg(target_os = "linux")]
 mod uring;
 
 #[derive(Parser, Debug)]

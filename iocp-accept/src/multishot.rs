@@ -34,9 +34,11 @@
 //! | receive: data, more to come | `Paused(key)` | the same; the data is answered (it came before the cancel) |
 //! | receive: data, more to come | `Draining(key)`, `Broken(key)` | the same; the data is dropped |
 //! | receive: data, last (the kernel ended it) | `Reading` | `Reading` again (re-armed), or `Paused` if too much owed |
+//! | receive: data, last, an over-long line | `Reading` | `Draining` (`ERR line too long` owed; the ended receive is not cancelled) |
 //! | receive: end of stream (0) | `Reading`, `Paused(key)` | `Draining` (the unfinished line answered as a line) |
 //! | receive: `-ENOBUFS`, last | `Reading` | `Starved` |
-//! | receive: any last completion (`-ECANCELED`, `-ENOBUFS`, end of stream, data) | `Paused(key)` / `Draining(key)` / `Broken(key)` | `Paused` / `Draining` / `Broken`, with no receive; nothing answered in `Draining` and `Broken` |
+//! | receive: any other last completion (`-ECANCELED`, `-ENOBUFS`, data) | `Paused(key)` / `Draining(key)` / `Broken(key)` | `Paused` / `Draining` / `Broken`, with no receive; nothing answered in `Draining` and `Broken` |
+//! | receive: end of stream (0), last | `Draining(key)` / `Broken(key)` | `Draining` / `Broken`, with no receive |
 //! | receive: an error | any but `Broken` | `Broken` |
 //! | end of the batch (its buffers given back) | `Starved` | `Reading` (re-armed), or `Paused` if too much owed |
 //! | send: all of it taken | any | the next send if more is owed; `Paused` (no receive) → `Reading` once below the bound; `Draining` (no receive) → closed once nothing is owed |
@@ -57,7 +59,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use log::{debug, info, warn};
 use shared::echo::MAX_OWED;
@@ -67,7 +68,7 @@ use shared::{answer_partial_at_end, answer_read};
 use slab::Slab;
 
 use crate::Args;
-use crate::uring::{Submissions, is_transient};
+use crate::submissions::{Submissions, is_transient};
 
 /// The buffer group the receives take from.
 const BGID: u16 = 0;
@@ -179,17 +180,38 @@ fn buffers_for(conns: usize) -> u16 {
 /// lines in it are framed.
 ///
 /// Both are raw allocations, not a `Box` or `Vec`: the kernel writes into
-/// the buffers (and reads the descriptors) while the program runs, at times
-/// the program does not see, so no Rust reference may cover them whole.
-/// The one reference ever made is [`buffer`](Self::buffer)'s, to the one
-/// buffer a completion has just handed over.
+/// the buffers (and reads the descriptors, and the tail inside the first
+/// one) while the program runs, at times the program does not see, so no
+/// Rust reference may cover them whole. The one reference ever made is
+/// [`buffer`](Self::buffer)'s, to the one buffer a completion has handed
+/// over, which only a [`Taken`] names.
 struct BufRing {
-    ring: *mut BufRingEntry,
+    ring: *mut BufDesc,
     ring_layout: Layout,
     buffers: *mut u8,
     buffers_layout: Layout,
     entries: u16,
     tail: u16,
+}
+
+/// One descriptor of the ring: the kernel's `struct io_uring_buf`. In the
+/// first descriptor, `resv` is the ring's tail, which the kernel reads at
+/// any time; so fields are written one by one through raw pointers, as
+/// liburing's `io_uring_buf_ring_add` does, never through a reference to a
+/// whole descriptor.
+#[repr(C)]
+struct BufDesc {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+/// A buffer the kernel has handed over in a receive completion, until it
+/// is given back: [`BufRing::push`] consumes it, so a buffer cannot be read
+/// after it went back, nor go back twice. Neither `Clone` nor `Copy`.
+struct Taken {
+    bid: u16,
 }
 
 impl BufRing {
@@ -198,7 +220,7 @@ impl BufRing {
         // The ring must be page-aligned; the buffers are too, so that no
         // buffer straddles a page more than it must.
         let ring_layout =
-            Layout::from_size_align(usize::from(entries) * size_of::<BufRingEntry>(), 4096)
+            Layout::from_size_align(usize::from(entries) * size_of::<BufDesc>(), 4096)
                 .context("buffer ring layout")?;
         let buffers_layout = Layout::from_size_align(usize::from(entries) * BUF_SIZE, 4096)
             .context("buffers layout")?;
@@ -206,7 +228,7 @@ impl BufRing {
         // size: both are `entries` (at least 1) times a non-zero size.
         let (ring, buffers) = unsafe {
             (
-                std::alloc::alloc_zeroed(ring_layout).cast::<BufRingEntry>(),
+                std::alloc::alloc_zeroed(ring_layout).cast::<BufDesc>(),
                 std::alloc::alloc_zeroed(buffers_layout),
             )
         };
@@ -229,13 +251,13 @@ impl BufRing {
             tail: 0,
         };
         for bid in 0..entries {
-            this.push(bid);
+            this.push(Taken { bid });
         }
         this.publish();
         // SAFETY: register_buf_ring's caller guarantees that the ring
         // memory is page-aligned, `entries` descriptors long, and stays
-        // valid until unregistered or the ring is dropped: it is freed only
-        // in `drop`, after the io_uring (field order in `Server`).
+        // valid until unregistered: it is unregistered in `Server`'s drop,
+        // before this is freed.
         unsafe {
             uring
                 .submitter()
@@ -245,46 +267,62 @@ impl BufRing {
         Ok(this)
     }
 
-    /// The `len` bytes the kernel received into buffer `bid`, which a
-    /// completion has just handed over. Borrowing `self`, the slice ends
-    /// before [`push`](Self::push) can give the buffer back.
-    fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(
-            bid < self.entries && len <= BUF_SIZE,
-            "not a buffer of the ring"
-        );
-        // SAFETY: from_raw_parts' caller guarantees that the bytes are in
-        // one allocation, initialised, and not written while the slice
-        // lives. They are inside the buffers' allocation (checked above),
-        // zeroed at start and since written by the kernel; and the kernel
-        // writes a buffer only after it is pushed back, which needs `&mut
-        // self`, so not while this borrow lasts.
-        unsafe { std::slice::from_raw_parts(self.buffers.add(usize::from(bid) * BUF_SIZE), len) }
+    /// The buffer a receive completion's `flags` name, now the program's.
+    ///
+    /// # Safety
+    ///
+    /// `flags` are those of a receive completion from this ring, just
+    /// reaped, and taken once: the kernel has handed that buffer over and
+    /// will not write it again until it is pushed back.
+    unsafe fn take(&self, flags: u32) -> Option<Taken> {
+        let bid = cqueue::buffer_select(flags)?;
+        assert!(bid < self.entries, "not a buffer of the ring");
+        Some(Taken { bid })
     }
 
-    /// Queues buffer `bid` for the kernel again (seen once [`publish`]ed).
-    fn push(&mut self, bid: u16) {
+    /// The `len` bytes the kernel received into `taken`. Borrowing both,
+    /// the slice ends before [`push`](Self::push) can give it back.
+    fn buffer(&self, taken: &Taken, len: usize) -> &[u8] {
+        assert!(len <= BUF_SIZE, "more than a buffer");
+        // SAFETY: from_raw_parts' caller guarantees that the bytes are in
+        // one allocation, initialised, and not written while the slice
+        // lives. They are inside the buffers' allocation (`bid` was checked
+        // when taken), zeroed at start and since written by the kernel;
+        // and the kernel writes a buffer only after it is pushed back,
+        // which consumes `taken`, so not while this borrow lasts.
+        unsafe {
+            std::slice::from_raw_parts(self.buffers.add(usize::from(taken.bid) * BUF_SIZE), len)
+        }
+    }
+
+    /// Queues a buffer for the kernel again (seen once [`publish`]ed).
+    fn push(&mut self, taken: Taken) {
+        let bid = taken.bid;
         let slot = usize::from(self.tail & (self.entries - 1));
         // An address only: no reference to the buffer is made.
         let addr = self.buffers.wrapping_add(usize::from(bid) * BUF_SIZE) as u64;
-        // SAFETY: a `&mut` needs the place to be valid and not otherwise
-        // referenced: `slot` is below `entries`, inside the ring's
-        // allocation, and the kernel reads a descriptor only once the
-        // published tail has passed it, which it has not yet.
-        let entry = unsafe { &mut *self.ring.add(slot) };
-        entry.set_addr(addr);
-        entry.set_len(BUF_SIZE as u32);
-        entry.set_bid(bid);
+        // SAFETY: the three fields are written through raw pointers, and
+        // only they: `resv`, which in slot 0 is the tail the kernel reads
+        // at any time, is not touched, and no reference covers it. `slot`
+        // is below `entries`, inside the ring's allocation; the kernel
+        // reads a descriptor only once the published tail has passed it,
+        // which it has not yet.
+        unsafe {
+            let desc = self.ring.add(slot);
+            (&raw mut (*desc).addr).write(addr);
+            (&raw mut (*desc).len).write(BUF_SIZE as u32);
+            (&raw mut (*desc).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Makes the pushed buffers visible to the kernel.
     fn publish(&self) {
         // SAFETY: a shared reference to an atomic needs a valid, aligned
-        // place that is only accessed atomically: the ring's tail field is
-        // in its first descriptor (valid, 2-byte aligned), and the kernel
-        // only reads it, with acquire ordering.
-        let tail = unsafe { &*BufRingEntry::tail(self.ring).cast::<AtomicU16>() };
+        // place that is only accessed atomically: the tail is the first
+        // descriptor's `resv` (valid, 2-byte aligned), which `push` never
+        // writes, and the kernel only reads it, with acquire ordering.
+        let tail = unsafe { &*(&raw const (*self.ring).resv).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
     }
 }
@@ -292,9 +330,11 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: dealloc's caller guarantees the pointers came from alloc
-        // with these layouts (in `register`) and are no longer used: the
-        // BufRing is dropped after the io_uring (field order in `Server`),
-        // so the kernel no longer reads the ring or writes the buffers.
+        // with these layouts (in `register`) and are no longer used. The
+        // ring was unregistered in `Server`'s drop, before this field's,
+        // so no receive can pick a buffer from it any more; and every
+        // receive's copy into a buffer runs in this thread (task work, run
+        // while it is inside io_uring_enter), so none is half done.
         unsafe {
             std::alloc::dealloc(self.ring.cast(), self.ring_layout);
             std::alloc::dealloc(self.buffers, self.buffers_layout);
@@ -325,6 +365,15 @@ struct Server {
     shortage: ShortageLog,
 }
 
+impl Drop for Server {
+    /// The buffer ring is unregistered before its memory goes (`bufs` is
+    /// dropped after this): closing the io_uring alone tears it down in
+    /// the background, not at once.
+    fn drop(&mut self) {
+        let _ = self.ring.submitter().unregister_buf_ring(BGID);
+    }
+}
+
 pub fn run(args: &Args, listener: TcpListener, ring: IoUring, room: Room) -> anyhow::Result<()> {
     let entries = args.buffers.unwrap_or_else(|| buffers_for(room.conns));
     let bufs = BufRing::register(&ring, entries)?;
@@ -351,8 +400,11 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring, room: Room) -> any
     shared::net::announce(&server.listener)?;
     loop {
         // Step 3: hand over what was queued, wait for completions.
-        server.submissions.flush(&mut server.ring);
-        match server.wait() {
+        let all_in = server
+            .submissions
+            .flush(&mut server.ring)
+            .context("io_uring_enter")?;
+        match server.wait(all_in) {
             Ok(()) => {}
             // Interrupted, completions the queue could not hold waiting
             // (reap first), or no memory for a request just now.
@@ -452,11 +504,13 @@ impl Server {
         Ok(())
     }
 
-    /// Step 3: submits what is queued and waits for one completion. (Waiting
-    /// for more at once was tried, and cost more than it saved: the crate
-    /// README's "What was tried".)
-    fn wait(&mut self) -> io::Result<()> {
-        self.ring.submit_and_wait(1).map(drop)
+    /// Step 3: submits what is queued and waits for one completion, or
+    /// only submits while the kernel still refuses held entries (`all_in`
+    /// false: see [`Submissions::flush`]). (Waiting for more at once was
+    /// tried, and cost more than it saved: the crate README's "What was
+    /// tried".)
+    fn wait(&mut self, all_in: bool) -> io::Result<()> {
+        self.ring.submit_and_wait(usize::from(all_in)).map(drop)
     }
 
     /// Steps 1 and 2: stores `op` in `callback_map` and queues `entry` with
@@ -577,13 +631,15 @@ impl Server {
     /// completion, and the state says what comes next (the module doc's
     /// table).
     fn on_received(&mut self, conn: usize, result: i32, flags: u32, more: bool) -> io::Result<()> {
-        let bid = cqueue::buffer_select(flags);
+        // SAFETY: `flags` are this receive completion's, just reaped, and
+        // taken here once.
+        let taken = unsafe { self.bufs.take(flags) };
         if result > 0 {
-            let bid = bid.expect("a receive with data names its buffer");
-            self.answer(conn, bid, result as usize)?;
-            self.bufs.push(bid);
-        } else if let Some(bid) = bid {
-            self.bufs.push(bid);
+            let taken = taken.expect("a receive with data names its buffer");
+            self.answer(conn, &taken, result as usize, more)?;
+            self.bufs.push(taken);
+        } else if let Some(taken) = taken {
+            self.bufs.push(taken);
         }
         if more {
             return self.settle(conn);
@@ -624,11 +680,13 @@ impl Server {
         self.settle(conn)
     }
 
-    /// Frames and answers `len` bytes of buffer `bid` for `conn`, if it is
-    /// still taking input: data a cancelled receive brings while paused was
-    /// received before the cancel, and is answered; while draining or
-    /// broken it is dropped. An over-long line ends the input: `Draining`.
-    fn answer(&mut self, conn: usize, bid: u16, len: usize) -> io::Result<()> {
+    /// Frames and answers `len` bytes of buffer `taken` for `conn`, if it
+    /// is still taking input: data a cancelled receive brings while paused
+    /// was received before the cancel, and is answered; while draining or
+    /// broken it is dropped. An over-long line ends the input: `Draining`,
+    /// with the receive cancelled if `more` says it is still armed (a
+    /// receive that has ended is not cancelled: its key is free already).
+    fn answer(&mut self, conn: usize, taken: &Taken, len: usize, more: bool) -> io::Result<()> {
         let c = &mut self.conns[conn];
         if !matches!(c.state, State::Reading(_) | State::Paused(_)) {
             return Ok(());
@@ -640,7 +698,7 @@ impl Server {
         if c.owed.capacity() == 0 {
             c.owed = self.spare.pop().unwrap_or_default();
         }
-        let data = self.bufs.buffer(bid, len);
+        let data = self.bufs.buffer(taken, len);
         let too_long = answer_read(&mut c.partial, data, self.max_line, b"", &mut c.owed).is_err();
         if c.owed.is_empty() {
             // Only part of a line came: the buffer goes back (or, past the
@@ -650,8 +708,12 @@ impl Server {
                 self.spare.push(unused);
             }
         }
-        if too_long {
+        if too_long && more {
             return self.stop_reading(conn, State::Draining);
+        }
+        if too_long {
+            // The receive's last completion: `on_received` ends it.
+            self.conns[conn].state = State::Draining(None);
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ use shared::{LineBuffer, answer_lines, answer_rest};
 use slab::Slab;
 
 use crate::Args;
+use crate::submissions::{Submissions, is_transient};
 
 /// The submission queue's size unless `--ring-entries` says otherwise: a
 /// power of two from the connections the server may hold (each has about
@@ -91,7 +92,7 @@ enum Op {
 
 /// Where a connection is in its life: the one place that says which
 /// completions it can still get. A send may be in flight in any state
-/// (`Conn::send_in_flight`).
+/// (`Conn::in_flight`).
 ///
 /// | completion | from | to |
 /// |---|---|---|
@@ -125,7 +126,18 @@ struct Conn {
     state: State,
     /// Replies not yet handed to a send.
     owed: Vec<u8>,
-    send_in_flight: bool,
+    /// Bytes the send in flight holds (0: no send in flight): owed too,
+    /// and counted with `owed` against the bound on owed output.
+    in_flight: usize,
+}
+
+impl Conn {
+    /// Replies owed past the bound: stop receiving until they drain. What
+    /// the send in flight holds counts, or a client that never reads could
+    /// hold a megabyte there and another in `owed`.
+    fn too_much_owed(&self) -> bool {
+        self.owed.len() + self.in_flight >= MAX_OWED
+    }
 }
 
 struct Server {
@@ -159,9 +171,13 @@ pub fn run(args: &Args, listener: TcpListener, ring: IoUring, room: Room) -> any
     let mut completed = Vec::new();
     shared::net::announce(&server.listener)?;
     loop {
-        // Step 3: hand over what was queued, wait for at least one completion.
-        server.submissions.flush(&mut server.ring);
-        match server.ring.submit_and_wait(1) {
+        // Step 3: hand over what was queued, wait for at least one
+        // completion (not while the kernel still refuses held entries).
+        let all_in = server
+            .submissions
+            .flush(&mut server.ring)
+            .context("io_uring_enter")?;
+        match server.ring.submit_and_wait(usize::from(all_in)) {
             Ok(_) => {}
             // Interrupted, completions the queue could not hold waiting
             // (reap first), or no memory for a request just now.
@@ -223,106 +239,6 @@ pub fn new_ring(entries: u32, completions: u32) -> anyhow::Result<IoUring> {
         }
     }
     Err(unavailable(last.expect("tried at least once")))
-}
-
-/// Entries on their way into the submission queue, for both loops.
-///
-/// The queue holds [`ring_entries`]; a batch of completions can ask for more
-/// (a burst of a thousand receives, each wanting its send). When it is full
-/// in the middle of a batch, what it holds is handed to the kernel at once
-/// and the batch goes on. If the kernel will not take it now (`EBUSY` with
-/// completions it could not post, `EAGAIN` when it cannot allocate a
-/// request, `EINTR`), the entries wait here, in order, and go in before the
-/// next wait: a full queue delays an operation, never ends the server.
-/// Order matters: a cancel names an operation by key, and must reach the
-/// kernel before any later entry that reuses that key.
-#[derive(Default)]
-pub struct Submissions {
-    held: std::collections::VecDeque<squeue::Entry>,
-    /// Times the queue filled mid-batch and was submitted early, for the log.
-    early: u64,
-    /// Times the kernel would not take it then, so entries were held.
-    deferred: u64,
-}
-
-impl Submissions {
-    /// Queues `entry`.
-    ///
-    /// Inlined, with the rare part out of line: measured with bench-models'
-    /// counts at depth 1, the two loops take 536 and 712 instructions a
-    /// request so, and 552 and 781 without these hints.
-    ///
-    /// # Safety
-    ///
-    /// Every pointer in `entry` must stay valid, unmoved and unfreed until
-    /// the operation's last completion.
-    #[inline]
-    pub unsafe fn push(&mut self, ring: &mut IoUring, entry: squeue::Entry) -> io::Result<()> {
-        // The common case: nothing held back, and room in the queue.
-        // SAFETY: the caller keeps what `entry` points to alive.
-        if self.held.is_empty() && unsafe { ring.submission().push(&entry) }.is_ok() {
-            return Ok(());
-        }
-        // SAFETY: as above.
-        unsafe { self.push_when_full(ring, entry) }
-    }
-
-    /// The rare part of [`push`](Self::push): the queue is full, or
-    /// entries are held already (and this one must go after them).
-    ///
-    /// # Safety
-    ///
-    /// As for `push`.
-    #[cold]
-    #[inline(never)]
-    unsafe fn push_when_full(
-        &mut self,
-        ring: &mut IoUring,
-        entry: squeue::Entry,
-    ) -> io::Result<()> {
-        if self.held.is_empty() {
-            self.early += 1;
-            debug!(
-                "submission queue full mid-batch: submitted early ({} so far)",
-                self.early
-            );
-            match ring.submit() {
-                Ok(_) => {
-                    // SAFETY: the caller keeps what `entry` points to alive.
-                    if unsafe { ring.submission().push(&entry) }.is_ok() {
-                        return Ok(());
-                    }
-                }
-                Err(e) if is_transient(&e) => {
-                    self.deferred += 1;
-                    debug!("submission deferred: {e} ({} so far)", self.deferred);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.held.push_back(entry);
-        Ok(())
-    }
-
-    /// Moves held entries into the queue, oldest first, as far as they fit;
-    /// call before each wait.
-    pub fn flush(&mut self, ring: &mut IoUring) {
-        while let Some(entry) = self.held.front() {
-            // SAFETY: held entries were pushed under `push`'s contract.
-            if unsafe { ring.submission().push(entry) }.is_err() {
-                return;
-            }
-            self.held.pop_front();
-        }
-    }
-}
-
-/// An `io_uring_enter` failure that passes: retry after the next wait.
-pub fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-    )
 }
 
 /// Whether this kernel has multishot receive (Linux 6.0), found out by
@@ -481,7 +397,7 @@ impl Server {
             peer,
             state: State::Receiving,
             owed: Vec::new(),
-            send_in_flight: false,
+            in_flight: 0,
         });
         self.post_recv(conn, LineBuffer::new(self.max_line))
     }
@@ -531,7 +447,7 @@ impl Server {
                     // The common case: the replies go, and a receive is
                     // posted again, unless a megabyte is owed.
                     self.post_send(conn)?;
-                    if self.conns[conn].owed.len() < MAX_OWED {
+                    if !self.conns[conn].too_much_owed() {
                         return self.post_recv(conn, input);
                     }
                     self.conns[conn].state = State::Paused(input);
@@ -550,13 +466,13 @@ impl Server {
             State::Broken { receiving } => {
                 // Freed once nothing is in flight: the kernel may still
                 // write into what a pending operation owns.
-                if !*receiving && !c.send_in_flight {
+                if !*receiving && c.in_flight == 0 {
                     debug!("{} dropped", c.peer);
                     self.conns.remove(conn);
                 }
                 return Ok(());
             }
-            State::Draining if c.owed.is_empty() && !c.send_in_flight => {
+            State::Draining if c.owed.is_empty() && c.in_flight == 0 => {
                 shared::net::close_gracefully(&c.stream);
                 info!("{} closed", c.peer);
                 self.conns.remove(conn);
@@ -567,7 +483,7 @@ impl Server {
         self.post_send(conn)?;
         let c = &mut self.conns[conn];
         // Receiving pauses while a megabyte of replies waits to be sent.
-        if matches!(c.state, State::Paused(_)) && c.owed.len() < MAX_OWED {
+        if matches!(c.state, State::Paused(_)) && !c.too_much_owed() {
             let State::Paused(input) = std::mem::replace(&mut c.state, State::Receiving) else {
                 unreachable!("matched above");
             };
@@ -580,7 +496,7 @@ impl Server {
     /// (replies then gather in `owed` and go in the next).
     fn post_send(&mut self, conn: usize) -> io::Result<()> {
         let c = &mut self.conns[conn];
-        if c.send_in_flight || c.owed.is_empty() {
+        if c.in_flight > 0 || c.owed.is_empty() {
             return Ok(());
         }
         let buf = std::mem::take(&mut c.owed);
@@ -596,7 +512,9 @@ impl Server {
             rest.len() as u32,
         )
         .build();
-        c.send_in_flight = true;
+        // The whole buffer, sent part included: it is all held until the
+        // send completes.
+        c.in_flight = buf.len();
         self.submit(Op::Send { conn, buf, sent }, entry)
     }
 
@@ -609,7 +527,7 @@ impl Server {
         result: i32,
     ) -> io::Result<()> {
         let c = &mut self.conns[conn];
-        c.send_in_flight = false;
+        c.in_flight = 0;
         if matches!(c.state, State::Broken { .. }) {
             return self.settle(conn);
         }

@@ -181,8 +181,9 @@ mod server {
         let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
         let listener_fd = server.listener.as_raw_fd();
         loop {
-            // Connections cut short last turn come first, unless signals
-            // are waiting: they were raised before, and go before.
+            // Connections cut short come back after each batch (below), and
+            // here when no signal is waiting, since the wait would not end
+            // for data they already have.
             if !server.later.fds.is_empty() && !signals_waiting(&sfd) {
                 server.resume_unfinished();
                 continue;
@@ -244,6 +245,9 @@ mod server {
                 );
                 server.overflows = 0;
             }
+            // And after every batch, so that a steady stream of other
+            // clients' signals cannot keep a connection cut short waiting.
+            server.resume_unfinished();
         }
     }
 
