@@ -113,7 +113,8 @@ struct Server {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let listener = shared::net::listen(&args.echo.server, false)?;
-    // Step 1: the completion port, and the listener associated with it.
+    // Set-up before the four steps: the completion port, and the
+    // listener associated with it.
     // SAFETY: with INVALID_HANDLE_VALUE and no existing port the call
     // creates a port and touches no handle of ours; null is checked.
     let port = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, ptr::null_mut(), 0, 1) };
@@ -408,8 +409,8 @@ impl Server {
         }
     }
 
-    /// Step 1, completed after step 2: files a posted operation under its
-    /// OVERLAPPED's address. `done` says the call completed at once, which
+    /// Step 1 (the key and `callback_map`), completed after step 2: files
+    /// a posted operation under its OVERLAPPED's address. `done` says the call completed at once, which
     /// queues a completion to the port just the same. If it was not posted,
     /// no completion will come, and its contents are handed back.
     fn try_post(&mut self, operation: Box<Operation>, done: bool) -> Result<(), (io::Error, Kind)> {
