@@ -207,7 +207,7 @@ fn a_full_submission_queue_mid_batch_is_submitted_and_the_loop_goes_on() {
         command
             .args(spec.args)
             .args(["--ring-entries", "2"])
-            .env("RUST_LOG", "warn,iocp_accept::uring=debug");
+            .env("RUST_LOG", "warn,iocp_accept::submissions=debug");
         let server = testkit::TestServer::start_command(command);
         let mut clients: Vec<_> = (0..CLIENTS).map(|_| server.connect()).collect();
         for (i, c) in clients.iter_mut().enumerate() {
