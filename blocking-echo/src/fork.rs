@@ -49,7 +49,7 @@
 
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -134,24 +134,7 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
         // Wait for a client or a signal; while out of descriptors, for a
         // signal or the end of the pause only.
         let paused = accept_paused_until.is_some_and(|t| Instant::now() < t);
-        let listen_for = if paused {
-            PollFlags::empty()
-        } else {
-            PollFlags::POLLIN
-        };
-        let mut fds = [
-            PollFd::new(listener.as_fd(), listen_for),
-            PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN),
-        ];
-        let timeout = if paused {
-            PollTimeout::try_from(ACCEPT_BACKOFF).unwrap_or(PollTimeout::NONE)
-        } else {
-            PollTimeout::NONE
-        };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
+        wait(&listener, &wake_rx, paused)?;
 
         // Signals first: reap, and stop if asked to.
         drain(&wake_rx);
@@ -160,46 +143,21 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
             stop_children(children);
             die_by(signal);
         }
-
         if paused {
             continue;
         }
         accept_paused_until = None;
+
         // Accept every waiting client, a child each.
-        loop {
-            let (stream, peer) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) => match classify_accept_error(&e) {
-                    AcceptError::WouldBlock => break,
-                    AcceptError::Skip => {
-                        debug!("accept: {e}");
-                        continue;
-                    }
-                    AcceptError::OutOfResources => {
-                        shortage.pausing(&e);
-                        accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                        break;
-                    }
-                    AcceptError::Fatal => return Err(e).context("accept failed"),
-                },
-            };
+        while let Some((stream, peer)) =
+            accept_next(&listener, &mut shortage, &mut accept_paused_until)?
+        {
             if children.len() >= max_conns {
                 shortage.refusing(&format_args!("{max_conns} children (--max-conns)"));
                 shared::net::refuse(&stream);
                 continue;
             }
-            // The handled signals stay blocked across the fork, until the
-            // child has put their default handling back: a SIGTERM meant
-            // for the new child must not run the parent's handler in it,
-            // which would write to the parent's wake-up pair.
-            let _ = signals.thread_block();
-            // SAFETY: this process is single-threaded (see the module
-            // comment), so the child may do anything the parent could.
-            let forked = unsafe { fork() };
-            if !matches!(forked, Ok(ForkResult::Child)) {
-                let _ = signals.thread_unblock();
-            }
-            match forked {
+            match fork_with_signals_blocked(&signals) {
                 Ok(ForkResult::Child) => serve_in_child(
                     stream, peer, max_line, &listener, &wake_rx, &wake_tx, &signals,
                 ),
@@ -219,6 +177,66 @@ pub fn run(listener: TcpListener, max_line: usize, max_conns: usize) -> anyhow::
     }
 }
 
+/// Waits in `poll` for a client on the listener (unless accepts are
+/// `paused`: then only until the pause ends) or a byte on the wake-up pair.
+fn wait(listener: &TcpListener, wake_rx: &UnixStream, paused: bool) -> anyhow::Result<()> {
+    let (listen_for, timeout) = if paused {
+        let pause = PollTimeout::try_from(ACCEPT_BACKOFF).unwrap_or(PollTimeout::NONE);
+        (PollFlags::empty(), pause)
+    } else {
+        (PollFlags::POLLIN, PollTimeout::NONE)
+    };
+    let mut fds = [
+        PollFd::new(listener.as_fd(), listen_for),
+        PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(e).context("poll"),
+    }
+}
+
+/// The next waiting client, or `None` when nobody is left to take. Out of
+/// descriptors, accepts pause for [`ACCEPT_BACKOFF`] (`paused_until`):
+/// the client stays queued, and the listener readable.
+fn accept_next(
+    listener: &TcpListener,
+    shortage: &mut ShortageLog,
+    paused_until: &mut Option<Instant>,
+) -> anyhow::Result<Option<(TcpStream, SocketAddr)>> {
+    loop {
+        match listener.accept() {
+            Ok(pair) => return Ok(Some(pair)),
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::WouldBlock => return Ok(None),
+                AcceptError::Skip => debug!("accept: {e}"),
+                AcceptError::OutOfResources => {
+                    shortage.pausing(&e);
+                    *paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return Ok(None);
+                }
+                AcceptError::Fatal => return Err(e).context("accept failed"),
+            },
+        }
+    }
+}
+
+/// `fork`, with the handled signals blocked across it until the child has
+/// put their default handling back: a SIGTERM meant for the new child must
+/// not run the parent's handler in it, which would write to the parent's
+/// wake-up pair. The parent unblocks them at once; the child, in
+/// [`serve_in_child`].
+fn fork_with_signals_blocked(signals: &SigSet) -> nix::Result<ForkResult> {
+    let _ = signals.thread_block();
+    // SAFETY: this process is single-threaded (see the module comment), so
+    // the child may do anything the parent could.
+    let forked = unsafe { fork() };
+    if !matches!(forked, Ok(ForkResult::Child)) {
+        let _ = signals.thread_unblock();
+    }
+    forked
+}
+
 /// Empties the wake-up pair: its bytes only woke the loop; what they were
 /// for (children to reap, a stop) the loop finds out for itself.
 fn drain(wake_rx: &UnixStream) {
@@ -236,8 +254,8 @@ fn drain(wake_rx: &UnixStream) {
 /// The child: back to default signal handling, the parent's descriptors
 /// closed, the client served with the blocking handler, then `_exit`.
 fn serve_in_child(
-    stream: std::net::TcpStream,
-    peer: std::net::SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
     max_line: usize,
     listener: &TcpListener,
     wake_rx: &UnixStream,

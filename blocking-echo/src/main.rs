@@ -26,7 +26,7 @@
 //! cargo run -p shared --bin client -- --addr 127.0.0.1:5464  # terminal 2
 //! ```
 
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,87 +35,22 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use anyhow::bail;
-use clap::{Parser, ValueEnum};
 use log::{debug, info, warn};
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, LineBuffer, answer_lines, answer_rest};
+use shared::{LineBuffer, answer_lines, answer_rest};
 
 mod ceiling;
+mod cli;
 #[cfg(unix)]
 mod fork;
 
-#[derive(Parser, Debug)]
-#[command(about = "Echo server on blocking sockets (articles 001 §2 and 004)")]
-struct Args {
-    #[command(flatten)]
-    echo: EchoArgs,
-
-    /// How connections are served
-    #[arg(long, value_enum, default_value_t = Mode::Serial)]
-    mode: Mode,
-
-    /// Worker threads (pool mode only)
-    #[arg(long, default_value_t = 4, value_parser = shared::cli::in_range(1u16, u16::MAX))]
-    workers: u16,
-
-    /// Accepted connections waiting for a worker (pool mode only); one more
-    /// is told `ERR server full`. Pool mode's capacity is workers + queue,
-    /// so it takes no --max-conns
-    #[arg(long, default_value_t = 64, value_parser = shared::cli::in_range(0usize, 1_000_000))]
-    queue: usize,
-}
-
-/// Refuses a flag the chosen mode would ignore: a user who asks for four
-/// workers in serial mode has misread something, and should be told.
-fn check(args: &Args, given: &shared::cli::Given) -> Result<(), String> {
-    let applies = |flag: &str| match flag {
-        "workers" | "queue" => matches!(args.mode, Mode::Pool),
-        "max_conns" => matches!(args.mode, Mode::Thread | Mode::Fork),
-        _ => true,
-    };
-    for flag in ["workers", "queue", "max_conns"] {
-        if given.has(flag) && !applies(flag) {
-            let name = flag.replace('_', "-");
-            let only = match flag {
-                "max_conns" => {
-                    "--mode thread and --mode fork (serial serves one client; pool's capacity is --workers plus --queue)"
-                }
-                _ => "--mode pool",
-            };
-            return Err(format!(
-                "--{name} does not apply to --mode {}: it is for {only}",
-                args.mode
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Mode {
-    /// One client at a time, the article's loop
-    Serial,
-    /// A thread per connection
-    Thread,
-    /// A fixed pool of worker threads fed by a bounded queue
-    Pool,
-    /// A process per connection (Unix)
-    Fork,
-}
-
-// The mode as the flag spells it, in messages and the log.
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = self.to_possible_value().expect("no mode is skipped");
-        f.write_str(value.get_name())
-    }
-}
+use cli::{Args, Mode};
 
 fn main() -> ExitCode {
     shared::cli::init_logging();
     let args: Args =
-        shared::cli::parse_args_with(&[("addr", "127.0.0.1:5464")], |command| command, check);
+        shared::cli::parse_args_with(&[("addr", "127.0.0.1:5464")], |command| command, cli::check);
     shared::cli::exit_with(run(args))
 }
 
@@ -131,7 +66,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.mode {
         Mode::Serial => {
             shared::limits::descriptor_room(1, "serial mode");
-            serial(listener, max_line)
+            loop_forever(listener, max_line)
         }
         Mode::Thread => {
             let room = shared::limits::descriptor_room(max_conns, "--max-conns");
@@ -153,7 +88,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The article's `loop_forever`: while one client is served, nobody else is.
-fn serial(listener: TcpListener, max_line: usize) -> anyhow::Result<()> {
+fn loop_forever(listener: TcpListener, max_line: usize) -> anyhow::Result<()> {
     shared::net::announce(&listener)?;
     let mut shortage = ShortageLog::default();
     loop {
@@ -369,11 +304,15 @@ fn echo(stream: &mut TcpStream, max_line: usize) -> io::Result<()> {
     let mut input = LineBuffer::new(max_line);
     let mut replies = Vec::new();
     loop {
-        let n = match input.read_from(stream) {
+        // The article's `conn.recv(1024)`: the thread sleeps here until
+        // data arrives (the first phase), then the kernel copies it into
+        // the buffer (the second).
+        let n = match stream.read(input.spare()) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        input.filled(n);
         let at_end = n == 0;
         let verdict = if at_end {
             answer_rest(&mut input, b"", &mut replies)

@@ -216,7 +216,7 @@ fn fork_mode_stops_when_its_wake_up_pair_is_full() {
         let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
         // The listener is a TCP socket; the pair's two ends are Unix ones.
         let mut domain: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `domain`, a
         // live local of that size, and its length into `len`.
         let got = unsafe {

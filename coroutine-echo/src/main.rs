@@ -33,7 +33,8 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind::{Interrupted, WouldBlock};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -47,7 +48,7 @@ use log::{debug, info};
 use shared::echo::SCRATCH_READ;
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, Exchanged, Outbox, Scratch};
+use shared::{EchoArgs, Outbox, Scratch, answer_received};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -118,7 +119,7 @@ async fn accept_loop(
         let slot = LiveSlot::take(&live);
         ex.spawn(async move {
             let _slot = slot;
-            match serve(stream, peer, max_line).await {
+            match handle(stream, peer, max_line).await {
                 Ok(()) => info!("{peer} closed"),
                 // Resets and broken pipes are the client's business.
                 Err(e) => debug!("{peer} dropped: {e}"),
@@ -128,51 +129,44 @@ async fn accept_loop(
     }
 }
 
-/// One client, written as blocking-echo's `echo` is: read, answer, write,
-/// until the client leaves or sends an over-long line. Each `.await` is
-/// where gevent would switch greenlets.
-async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> io::Result<()> {
+/// One client, the article's handler, written as blocking-echo's `handle`
+/// is: read, answer, write, until the client leaves or sends an over-long
+/// line. Each `.await` is where gevent would switch greenlets.
+async fn handle(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> io::Result<()> {
     // All the task keeps between reads: the unfinished line, and what the
     // socket did not take (given back once written).
     let mut partial = Vec::new();
     let mut owed = Outbox::spill();
-    // Bytes read since this task last let the others go first.
-    let mut taken = 0;
+    let mut turn = Turn::new(peer);
     loop {
-        // gevent's patched `recv`: the read is tried; if it would block,
-        // the task yields until the reactor says the socket is readable.
+        // gevent's patched `recv`: the closure tries the read; if it fails
+        // with WouldBlock, `read_with` awaits the reactor's word that the
+        // socket is readable (the task yields here) and calls it again.
         let end = stream
             .read_with(|socket| {
-                if taken >= BYTES_PER_TURN {
-                    // A task switches only where it would block, and one
-                    // whose client pipelines without pause never would: it
-                    // would hold the thread, and every other client (the
-                    // accept too) would wait. gevent has the same flaw. So
-                    // after a share of input the read says it would block,
-                    // and the task waits for the reactor to say once more
-                    // that its socket is readable; the reactor says so for
-                    // every other ready socket in the same turn, and their
-                    // tasks run in that turn too (in no set order).
-                    taken = 0;
-                    cut_short(peer);
-                    return Err(ErrorKind::WouldBlock.into());
-                }
-                // One read into the thread's buffer, its lines answered,
-                // the replies written at once: the exchange every readiness
-                // server makes (shared::Scratch). The buffer is borrowed
-                // only until the closure returns, never across an `.await`.
-                let found = SCRATCH.with_borrow_mut(|scratch| {
-                    scratch.exchange(&mut &*socket, &mut partial, &mut owed, max_line, b"")
-                })?;
-                match found {
-                    // `read_with` awaits readiness, then calls again.
-                    Exchanged::WouldBlock => Err(ErrorKind::WouldBlock.into()),
-                    Exchanged::Answered(n) => {
-                        taken += n;
-                        Ok(false)
-                    }
-                    Exchanged::End => Ok(true),
-                }
+                turn.yield_if_spent()?;
+                // The thread's buffers, borrowed only until the closure
+                // returns, never across an `.await`.
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let n = match (&*socket).read(&mut scratch.input) {
+                        Ok(n) => n,
+                        // No data yet: WouldBlock makes `read_with` yield
+                        // until the socket is readable. A signal that cut
+                        // the call short is treated the same.
+                        Err(e) if matches!(e.kind(), WouldBlock | Interrupted) => {
+                            return Err(WouldBlock.into());
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    turn.took(n);
+                    // Replies built in the thread's buffer, written at once.
+                    scratch.output.clear();
+                    let read = &scratch.input[..n];
+                    let end =
+                        answer_received(&mut partial, read, max_line, b"", &mut scratch.output);
+                    owed.write_or_keep(&mut &*socket, &scratch.output)?;
+                    Ok(end)
+                })
             })
             .await?;
         // What the socket did not take at once: await room for it, as a
@@ -197,18 +191,50 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> i
 /// cost a reactor turn every few requests; one per MiB costs nothing.
 const BYTES_PER_TURN: usize = 16 * SCRATCH_READ;
 
+/// A task's fair share of the thread. A task switches only where it would
+/// block, and one whose client pipelines without pause never would: it
+/// would hold the thread, and every other client (the accept too) would
+/// wait. gevent has the same flaw. So after [`BYTES_PER_TURN`] of input
+/// the read says it would block, and the task waits for the reactor to say
+/// once more that its socket is readable; the reactor says so for every
+/// other ready socket in the same turn, and their tasks run in that turn
+/// too (in no set order).
+struct Turn {
+    peer: SocketAddr,
+    /// Bytes read since this task last let the others go first.
+    taken: usize,
+}
+
+impl Turn {
+    fn new(peer: SocketAddr) -> Turn {
+        Turn { peer, taken: 0 }
+    }
+
+    /// `Err(WouldBlock)`, once, when the share is spent: `read_with` then
+    /// yields as if no data had come.
+    fn yield_if_spent(&mut self) -> io::Result<()> {
+        if self.taken < BYTES_PER_TURN {
+            return Ok(());
+        }
+        self.taken = 0;
+        let n = CUT_SHORT.get() + 1;
+        CUT_SHORT.set(n);
+        debug!(
+            "{} read {} KiB this turn; the rest after the others ({n} cut short so far)",
+            self.peer,
+            BYTES_PER_TURN >> 10
+        );
+        Err(WouldBlock.into())
+    }
+
+    fn took(&mut self, n: usize) {
+        self.taken += n;
+    }
+}
+
 thread_local! {
     /// Times a task was cut short by [`BYTES_PER_TURN`], for the log.
     static CUT_SHORT: Cell<u64> = const { Cell::new(0) };
-}
-
-fn cut_short(peer: SocketAddr) {
-    let n = CUT_SHORT.get() + 1;
-    CUT_SHORT.set(n);
-    debug!(
-        "{peer} read {} KiB this turn; the rest after the others ({n} cut short so far)",
-        BYTES_PER_TURN >> 10
-    );
 }
 
 thread_local! {

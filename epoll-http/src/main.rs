@@ -20,71 +20,16 @@
 //! ```
 
 use std::process::ExitCode;
-use std::time::Duration;
-
-use clap::Parser;
-use shared::ServerArgs;
 
 // The HTTP logic compiles everywhere (its tests and fuzzing need no epoll);
 // only Linux runs it.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+mod cli;
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod http;
 
-#[derive(Parser, Debug)]
-#[command(about = "HTTP \"Hello, world!\" server on epoll (article 003)")]
-struct Args {
-    #[command(flatten)]
-    server: ServerArgs,
-
-    /// Edge-triggered (EPOLLET) instead of level-triggered
-    #[arg(long)]
-    edge: bool,
-
-    /// Set TCP_CORK while a batch of pipelined responses is written
-    #[arg(long)]
-    cork: bool,
-
-    /// Set TCP_NODELAY on accepted connections
-    #[arg(long)]
-    nodelay: bool,
-
-    /// Seconds a client has to send a whole request head (and body)
-    #[arg(long, default_value = "10", value_parser = seconds)]
-    header_timeout: Duration,
-
-    /// Seconds a keep-alive connection may sit idle between requests
-    #[arg(long, default_value = "60", value_parser = seconds)]
-    idle_timeout: Duration,
-
-    // The echo servers' `--max-line`, accepted only to say why it does not
-    // apply here, instead of clap's guess at a similar flag.
-    #[arg(long, hide = true, value_name = "N")]
-    max_line: Option<String>,
-}
-
-/// A timeout: more than 0 seconds (0 would close every connection at its
-/// first wait, before a response), at most a day.
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|secs| *secs > 0.0 && *secs <= 86_400.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| "must be a number of seconds, more than 0 and at most 86400".into())
-}
-
-/// Refuses the echo servers' `--max-line`, which has no meaning here.
 #[cfg(target_os = "linux")]
-fn check(_args: &Args, given: &shared::cli::Given) -> Result<(), String> {
-    if given.has("max_line") {
-        return Err(
-            "epoll-http has no --max-line (that is the echo servers' line limit); \
-             an HTTP request head may be 8 KiB and a body 1 MiB"
-                .into(),
-        );
-    }
-    Ok(())
-}
+use cli::Args;
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
@@ -102,7 +47,7 @@ fn main() -> ExitCode {
                 arg.help("Connections served at once; one more is answered `503 Service Unavailable` and closed")
             })
         },
-        check,
+        cli::check,
     );
     shared::cli::exit_with(server::run(args))
 }
@@ -142,78 +87,6 @@ mod server {
     const SERVER_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
         Content-Length: 12\r\nConnection: close\r\n\r\nserver full\n";
 
-    struct Conn {
-        stream: TcpStream,
-        peer: SocketAddr,
-        /// The article's `requests[fileno]`: the start of a request still
-        /// arriving. Empty between requests, so an idle connection holds no
-        /// buffer; complete requests are answered straight from the read.
-        pending: Vec<u8>,
-        /// The article's `responses[fileno]`: what the socket has not taken.
-        /// Responses are built in the loop's `Server::replies` and written
-        /// from there; only what the socket would not take lands here, and
-        /// the storage goes once it is written, so an idle connection holds
-        /// no output buffer, however much it was sent before.
-        output: Outbox,
-        /// Bytes of a request body still to skip.
-        body_left: usize,
-        /// Responses in `output`, for `--cork`.
-        owed_responses: usize,
-        /// Close once `output` is written.
-        closing: bool,
-        /// When the request being received began, for `--header-timeout`.
-        request_started: Option<Instant>,
-        /// Past this, the connection is closed (header or idle timeout).
-        /// Moved on by every request at no cost: the timer wheel finds out
-        /// only when the connection's slot comes due (`Server::expire`).
-        deadline: Instant,
-        /// The wheel slot (second) this connection is filed under.
-        slot: u64,
-        /// What epoll watches for now (level-triggered mode).
-        interest: EpollFlags,
-        /// Edge-triggered: read its share this turn with more to come; in
-        /// `Server::unfinished`, served again after the others.
-        unfinished: bool,
-    }
-
-    struct Server {
-        epoll: Epoll,
-        listener: TcpListener,
-        conns: Slab<Conn>,
-        /// One read buffer for all connections.
-        scratch: Box<[u8]>,
-        /// Where each read's responses are built, for every connection.
-        replies: Vec<u8>,
-        responses: Responses,
-        edge: bool,
-        cork: bool,
-        nodelay: bool,
-        header_timeout: Duration,
-        idle_timeout: Duration,
-        /// `--max-conns`, or less if the descriptor limit allows less.
-        room: Room,
-        /// The time, read once per turn of the loop.
-        now: Instant,
-        next_sweep: Instant,
-        /// When the server started: wheel slots count whole seconds from it.
-        started: Instant,
-        /// The timer wheel: connection keys by the second their deadline
-        /// falls in (rounded up). Each connection is filed once, at accept,
-        /// and moved only when its slot comes due and its deadline has
-        /// moved on meanwhile, so a sweep costs the connections due in it,
-        /// not every connection: an idle crowd of 19 000 costs nothing
-        /// until it expires, and a busy connection one move per timeout.
-        wheel: BTreeMap<u64, Vec<usize>>,
-        accept_paused_until: Option<Instant>,
-        shortage: ShortageLog,
-        /// Edge-triggered: connections that used their reads for the turn
-        /// before reading until `WouldBlock`. No new edge will report them,
-        /// so the loop comes back to them after each batch.
-        unfinished: Vec<usize>,
-        /// Times a connection was cut short by [`READS_PER_TURN`], for the log.
-        cut_short: u64,
-    }
-
     pub fn run(args: Args) -> anyhow::Result<()> {
         let listener = shared::net::listen(&args.server, true)?;
         // The article's `epoll = select.epoll()` ...
@@ -231,29 +104,7 @@ mod server {
             )
             .context("epoll_ctl(ADD) for the listener")?;
         info!("{}-triggered", if args.edge { "edge" } else { "level" });
-        let now = Instant::now();
-        let mut server = Server {
-            epoll,
-            listener,
-            conns: Slab::new(),
-            scratch: vec![0; READ_SIZE].into_boxed_slice(),
-            replies: Vec::new(),
-            responses: Responses::new(SystemTime::now()),
-            edge: args.edge,
-            cork: args.cork,
-            nodelay: args.nodelay,
-            header_timeout: args.header_timeout,
-            idle_timeout: args.idle_timeout,
-            room: shared::limits::descriptor_room(args.server.max_conns, "--max-conns"),
-            now,
-            next_sweep: now + Duration::from_secs(1),
-            started: now,
-            wheel: BTreeMap::new(),
-            accept_paused_until: None,
-            shortage: ShortageLog::default(),
-            unfinished: Vec::new(),
-            cut_short: 0,
-        };
+        let mut server = Server::new(&args, epoll, listener);
         let mut events = vec![EpollEvent::empty(); 1024];
         // Ready only now: the epoll instance exists and watches the listener.
         shared::net::announce(&server.listener)?;
@@ -293,78 +144,103 @@ mod server {
         }
     }
 
+    struct Server {
+        epoll: Epoll,
+        listener: TcpListener,
+        conns: Slab<Conn>,
+        /// One read buffer for all connections.
+        scratch: Box<[u8]>,
+        /// Where each read's responses are built, for every connection.
+        replies: Vec<u8>,
+        responses: Responses,
+        edge: bool,
+        cork: bool,
+        nodelay: bool,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        /// `--max-conns`, or less if the descriptor limit allows less.
+        room: Room,
+        /// The time, read once per turn of the loop.
+        now: Instant,
+        next_sweep: Instant,
+        /// When the server started: wheel slots count whole seconds from it.
+        started: Instant,
+        /// The timer wheel: connection keys by the second their deadline
+        /// falls in (rounded up). Each connection is filed once, at accept,
+        /// and moved only when its slot comes due and its deadline has
+        /// moved on meanwhile, so a sweep costs the connections due in it,
+        /// not every connection: an idle crowd of 19 000 costs nothing
+        /// until it expires, and a busy connection one move per timeout.
+        wheel: BTreeMap<u64, Vec<usize>>,
+        accept_paused_until: Option<Instant>,
+        shortage: ShortageLog,
+        /// Edge-triggered: connections that used their reads for the turn
+        /// before reading until `WouldBlock`. No new edge will report them,
+        /// so the loop comes back to them after each batch.
+        unfinished: Vec<usize>,
+        /// Times a connection was cut short by [`READS_PER_TURN`], for the log.
+        times_cut_short: u64,
+    }
+
+    struct Conn {
+        stream: TcpStream,
+        peer: SocketAddr,
+        /// The article's `requests[fileno]`: the start of a request still
+        /// arriving. Empty between requests, so an idle connection holds no
+        /// buffer; complete requests are answered straight from the read.
+        pending: Vec<u8>,
+        /// The article's `responses[fileno]`: what the socket has not taken.
+        /// Responses are built in the loop's `Server::replies` and written
+        /// from there; only what the socket would not take lands here, and
+        /// the storage goes once it is written, so an idle connection holds
+        /// no output buffer, however much it was sent before.
+        output: Outbox,
+        /// Bytes of a request body still to skip.
+        body_left: usize,
+        /// Responses in `output`, for `--cork`.
+        owed_responses: usize,
+        /// Close once `output` is written.
+        closing: bool,
+        /// When the request being received began, for `--header-timeout`.
+        request_started: Option<Instant>,
+        /// Past this, the connection is closed (header or idle timeout).
+        /// Moved on by every request at no cost: the timer wheel finds out
+        /// only when the connection's slot comes due (`Server::expire`).
+        deadline: Instant,
+        /// The start of the wheel slot (second) this connection is filed
+        /// under: a deadline before it belongs in an earlier slot.
+        filed: Instant,
+        /// What epoll watches for now (level-triggered mode).
+        interest: EpollFlags,
+        /// Edge-triggered: read its share this turn with more to come; in
+        /// `Server::unfinished`, served again after the others.
+        unfinished: bool,
+    }
+
     impl Server {
-        /// Once per turn, after its events: timeouts, and accepts that
-        /// resume when a pause for want of descriptors ends.
-        fn after_batch(&mut self) {
-            if self.now >= self.next_sweep {
-                self.next_sweep = self.now + Duration::from_secs(1);
-                self.expire();
-            }
-            if self.accept_paused_until.is_some_and(|t| self.now >= t) {
-                self.accept_paused_until = None;
-                let _ = self.epoll.modify(
-                    &self.listener,
-                    &mut EpollEvent::new(EpollFlags::EPOLLIN | self.mode(), LISTENER),
-                );
-                // Edge-triggered, the clients already waiting raise no new
-                // edge: take them now.
-                self.accept_all();
-            }
-        }
-
-        fn mode(&self) -> EpollFlags {
-            if self.edge {
-                EpollFlags::EPOLLET
-            } else {
-                EpollFlags::empty()
-            }
-        }
-
-        /// Edge-triggered: another share of reads for each connection cut
-        /// short, in the order they were, after every other ready socket
-        /// had its turn. The flag, not the key, says a connection is still
-        /// owed one: a key freed and taken by a newcomer meanwhile is not.
-        fn resume_unfinished(&mut self) {
-            for key in std::mem::take(&mut self.unfinished) {
-                if self.conns.get(key).is_some_and(|c| c.unfinished) {
-                    self.conns[key].unfinished = false;
-                    self.serve(key);
-                }
-            }
-        }
-
-        /// Files connection `key` under its deadline's slot.
-        fn file(&mut self, key: usize) {
-            let slot = slot(self.started, self.conns[key].deadline);
-            self.conns[key].slot = slot;
-            self.wheel.entry(slot).or_default().push(key);
-        }
-
-        /// Closes connections past their deadline: a client slower than
-        /// `--header-timeout` with its request, or idle past `--idle-timeout`.
-        /// Only the slots now due are looked at. An entry is stale if its
-        /// key now belongs to a connection filed elsewhere (closed, and the
-        /// key given to a newcomer), and is dropped; a connection whose
-        /// deadline moved on is filed again under the later slot.
-        fn expire(&mut self) {
-            let due = self.now.saturating_duration_since(self.started).as_secs();
-            while let Some(entry) = self.wheel.first_entry() {
-                if *entry.key() > due {
-                    break;
-                }
-                let (slot, keys) = entry.remove_entry();
-                for key in keys {
-                    let Some(conn) = self.conns.get(key).filter(|c| c.slot == slot) else {
-                        continue;
-                    };
-                    if conn.deadline <= self.now {
-                        debug!("{} timed out", conn.peer);
-                        self.close(key);
-                    } else {
-                        self.file(key);
-                    }
-                }
+        fn new(args: &Args, epoll: Epoll, listener: TcpListener) -> Server {
+            let now = Instant::now();
+            Server {
+                epoll,
+                listener,
+                conns: Slab::new(),
+                scratch: vec![0; READ_SIZE].into_boxed_slice(),
+                replies: Vec::new(),
+                responses: Responses::new(SystemTime::now()),
+                edge: args.edge,
+                cork: args.cork,
+                nodelay: args.nodelay,
+                header_timeout: args.header_timeout,
+                idle_timeout: args.idle_timeout,
+                room: shared::limits::descriptor_room(args.server.max_conns, "--max-conns"),
+                now,
+                next_sweep: now + Duration::from_secs(1),
+                started: now,
+                wheel: BTreeMap::new(),
+                accept_paused_until: None,
+                shortage: ShortageLog::default(),
+                unfinished: Vec::new(),
+                times_cut_short: 0,
             }
         }
 
@@ -433,7 +309,7 @@ mod server {
                 closing: false,
                 request_started: None,
                 deadline: self.now + self.header_timeout,
-                slot: 0,
+                filed: self.now,
                 interest,
                 unfinished: false,
             });
@@ -499,20 +375,11 @@ mod server {
                     return Ok(false);
                 }
                 if reads == READS_PER_TURN {
-                    // Edge-triggered, and still more to read: the others
-                    // first. A client that pipelines without pause would
-                    // otherwise hold the loop, the accept included.
-                    conn.unfinished = true;
-                    self.unfinished.push(key);
-                    self.cut_short += 1;
-                    debug!(
-                        "{} read {READS_PER_TURN} times this turn; the rest after the others \
-                         ({} cut short so far)",
-                        conn.peer, self.cut_short
-                    );
+                    self.cut_short(key);
                     return Ok(true);
                 }
                 reads += 1;
+                // The article's `connection.recv(1024)`.
                 let n = match conn.stream.read(&mut self.scratch) {
                     // End of stream: every complete request was answered as it
                     // arrived; a partial one is dropped with the connection.
@@ -520,30 +387,25 @@ mod server {
                     // `recv` returning nothing, and never free its entries.)
                     Ok(0) => return Ok(false),
                     Ok(n) => n,
+                    // Read dry. Edge-triggered, this is the only place a
+                    // connection may stop: the next edge comes with new data.
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
                 self.replies.clear();
+                let (now, header, idle) = (self.now, self.header_timeout, self.idle_timeout);
                 answer(
                     conn,
                     &self.scratch[..n],
                     &mut self.replies,
                     &self.responses,
-                    self.now,
-                    self.header_timeout,
-                    self.idle_timeout,
+                    now,
+                    header,
+                    idle,
                 );
-                // A deadline that moved later stays filed where it was (its
-                // slot refiles it when due). One that moved earlier is filed
-                // again now, or it would be noticed late: either timeout may
-                // be the shorter, so a request just finished (now the idle
-                // deadline) can move it as much as one left unfinished (the
-                // header deadline). The stale entry is dropped when due.
-                let slot = slot(self.started, conn.deadline);
-                if slot < conn.slot {
-                    conn.slot = slot;
-                    self.wheel.entry(slot).or_default().push(key);
+                if conn.deadline < conn.filed {
+                    refile(&mut self.wheel, self.started, key, conn);
                 }
                 send(conn, &self.replies, self.cork)?;
                 if !self.edge {
@@ -580,6 +442,119 @@ mod server {
             let _ = self.epoll.delete(&conn.stream);
             info!("{} closed", conn.peer);
         }
+
+        // Side-work, not the model: timeouts, the edge-triggered budget,
+        // accept pauses.
+
+        /// Once per turn, after its events: timeouts, and accepts that
+        /// resume when a pause for want of descriptors ends.
+        fn after_batch(&mut self) {
+            if self.now >= self.next_sweep {
+                self.next_sweep = self.now + Duration::from_secs(1);
+                self.expire();
+            }
+            if self.accept_paused_until.is_some_and(|t| self.now >= t) {
+                self.accept_paused_until = None;
+                let _ = self.epoll.modify(
+                    &self.listener,
+                    &mut EpollEvent::new(EpollFlags::EPOLLIN | self.mode(), LISTENER),
+                );
+                // Edge-triggered, the clients already waiting raise no new
+                // edge: take them now.
+                self.accept_all();
+            }
+        }
+
+        /// Edge-triggered: another share of reads for each connection cut
+        /// short, in the order they were, after every other ready socket
+        /// had its turn. The flag, not the key, says a connection is still
+        /// owed one: a key freed and taken by a newcomer meanwhile is not.
+        fn resume_unfinished(&mut self) {
+            for key in std::mem::take(&mut self.unfinished) {
+                if self.conns.get(key).is_some_and(|c| c.unfinished) {
+                    self.conns[key].unfinished = false;
+                    self.serve(key);
+                }
+            }
+        }
+
+        /// Edge-triggered, connection `key` read [`READS_PER_TURN`] times
+        /// this turn and still has more: it is served again after the
+        /// others (`resume_unfinished`). A client that pipelines without
+        /// pause would otherwise hold the loop, the accept included.
+        fn cut_short(&mut self, key: usize) {
+            let conn = &mut self.conns[key];
+            conn.unfinished = true;
+            self.unfinished.push(key);
+            self.times_cut_short += 1;
+            debug!(
+                "{} read {READS_PER_TURN} times this turn; the rest after the others \
+                 ({} cut short so far)",
+                conn.peer, self.times_cut_short
+            );
+        }
+
+        /// Files connection `key` under its deadline's slot.
+        fn file(&mut self, key: usize) {
+            refile(&mut self.wheel, self.started, key, &mut self.conns[key]);
+        }
+
+        /// Closes connections past their deadline: a client slower than
+        /// `--header-timeout` with its request, or idle past `--idle-timeout`.
+        /// Only the slots now due are looked at. An entry is stale if its
+        /// key now belongs to a connection filed elsewhere (closed, and the
+        /// key given to a newcomer), and is dropped; a connection whose
+        /// deadline moved on is filed again under the later slot.
+        fn expire(&mut self) {
+            let due = self.now.saturating_duration_since(self.started).as_secs();
+            while let Some(entry) = self.wheel.first_entry() {
+                if *entry.key() > due {
+                    break;
+                }
+                let (slot, keys) = entry.remove_entry();
+                for key in keys {
+                    let filed_here = |c: &&Conn| self::slot(self.started, c.filed) == slot;
+                    let Some(conn) = self.conns.get(key).filter(filed_here) else {
+                        continue;
+                    };
+                    if conn.deadline <= self.now {
+                        debug!("{} timed out", conn.peer);
+                        self.close(key);
+                    } else {
+                        self.file(key);
+                    }
+                }
+            }
+        }
+
+        fn mode(&self) -> EpollFlags {
+            if self.edge {
+                EpollFlags::EPOLLET
+            } else {
+                EpollFlags::empty()
+            }
+        }
+    }
+
+    /// Files connection `key` on the timer wheel under its deadline's slot.
+    ///
+    /// A read that moves a deadline later leaves it filed where it was (its
+    /// slot refiles it when due: [`Server::expire`]); one that moves it
+    /// before the start of its slot (`filed`) must file it again at once,
+    /// or it would be noticed late. Either timeout may be the shorter, so a
+    /// request just finished (now the idle deadline) can move it as much as
+    /// one left unfinished (the header deadline). The entry left behind is
+    /// dropped when its slot comes due. The common case costs the read one
+    /// comparison.
+    fn refile(
+        wheel: &mut BTreeMap<u64, Vec<usize>>,
+        started: Instant,
+        key: usize,
+        conn: &mut Conn,
+    ) {
+        let slot = slot(started, conn.deadline);
+        conn.filed = started + Duration::from_secs(slot - 1);
+        wheel.entry(slot).or_default().push(key);
     }
 
     /// The timer wheel's slot for `deadline`: the whole second after

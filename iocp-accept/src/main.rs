@@ -23,6 +23,19 @@
 //! The program, not the kernel, keeps each connection's progress, in
 //! `callback_map` and the connection table: one thread, many flows.
 //!
+//! Read in this order:
+//!
+//! 1. `uring.rs`: IOCP's shape on Linux (`--single-shot`), one operation,
+//!    one completion, the article's four steps and nothing more;
+//! 2. `multishot.rs`, the default: what a production loop adds on top of it
+//!    (operations armed once that complete many times, receive buffers
+//!    that belong to the loop: `bufring.rs`), as liburing pairs a minimal
+//!    echo example with a full one;
+//! 3. `iocp.rs`: the article's own platform, Windows.
+//!
+//! `ring.rs` sets the ring up for both Linux loops, and `submissions.rs`
+//! queues their entries.
+//!
 //! ```text
 //! cargo run -p iocp-accept                                     # terminal 1
 //! cargo run -p shared --bin client -- --addr 127.0.0.1:9090    # terminal 2
@@ -33,10 +46,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use shared::EchoArgs;
 
+#[cfg(target_os = "linux")]
+mod bufring;
 #[cfg(windows)]
 mod iocp;
 #[cfg(target_os = "linux")]
 mod multishot;
+#[cfg(target_os = "linux")]
+mod ring;
 #[cfg(target_os = "linux")]
 mod submissions;
 #[cfg(target_os = "linux")]
@@ -123,12 +140,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
     let entries = args
         .ring_entries
-        .unwrap_or_else(|| uring::ring_entries(room.conns));
-    let ring = uring::new_ring(entries, uring::completion_entries(room.conns, entries))?;
+        .unwrap_or_else(|| ring::ring_entries(room.conns));
+    let ring = ring::new_ring(entries, ring::completion_entries(room.conns, entries))?;
     if args.single_shot {
         return uring::run(&args, listener, ring, room);
     }
-    if !uring::multishot_recv_works() {
+    if !ring::multishot_recv_works() {
         log::info!("this kernel has no multishot receive (Linux 6.0): single-shot operations");
         return uring::run(&args, listener, ring, room);
     }

@@ -1,6 +1,6 @@
 //! Entries on their way into io_uring's submission queue, for both loops.
 //!
-//! The queue holds [`ring_entries`](crate::uring::ring_entries); a batch of
+//! The queue holds [`ring_entries`](crate::ring::ring_entries); a batch of
 //! completions can ask for more (a burst of a thousand receives, each
 //! wanting its send). When it is full in the middle of a batch, what it
 //! holds is handed to the kernel at once and the batch goes on. If the

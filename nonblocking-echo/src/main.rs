@@ -20,6 +20,7 @@
 //! cargo run -p shared --bin hello-client -- --addr 127.0.0.1:8083    # terminal 2
 //! ```
 
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::thread;
@@ -29,7 +30,7 @@ use clap::Parser;
 use log::{debug, info};
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, Exchanged, Outbox, Scratch};
+use shared::{EchoArgs, Outbox, Scratch, answer_received};
 
 #[derive(Parser, Debug)]
 #[command(about = "Echo server that polls non-blocking sockets in a busy loop (article 001 §3)")]
@@ -46,6 +47,130 @@ struct Args {
 /// Most connections taken per pass, so a burst of new clients cannot starve
 /// the ones already connected.
 const ACCEPTS_PER_PASS: usize = 128;
+
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8083")]);
+    shared::cli::exit_with(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // The article's `server.setblocking(False)`.
+    let listener = shared::net::listen(&args.echo.server, true)?;
+    let idle_sleep = Duration::from_millis(args.idle_sleep_ms);
+    let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
+
+    // The article's `r_list`: every connection, visited on every pass.
+    let mut r_list: Vec<Conn> = Vec::new();
+    // Its `del_rlist`: indices of connections to drop after the pass, since
+    // a list cannot be changed while it is being walked.
+    let mut del_rlist: Vec<usize> = Vec::new();
+    let mut shortage = ShortageLog::default();
+    let mut accept_paused_until = Instant::now();
+    let mut idle = IdleReport::default();
+    // Where every read lands and every reply batch is built.
+    let mut scratch = Scratch::new();
+    shared::net::announce(&listener)?;
+
+    loop {
+        let mut busy = false;
+
+        if Instant::now() >= accept_paused_until {
+            match accept(
+                &listener,
+                &mut r_list,
+                args.echo.max_line,
+                &room,
+                &mut shortage,
+            ) {
+                Ok(n) => busy |= n > 0,
+                // Out of descriptors: the pending client stays queued, so
+                // retrying at once would fail again. Leave it a while.
+                Err(e) => {
+                    shortage.pausing(&e);
+                    accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
+                }
+            }
+        }
+
+        for (i, conn) in r_list.iter_mut().enumerate() {
+            match visit(conn, &mut scratch) {
+                Visit::Busy => busy = true,
+                Visit::Idle => {}
+                Visit::Done => del_rlist.push(i),
+            }
+        }
+        // Back to front, so each swap_remove moves an element already kept.
+        for i in del_rlist.drain(..).rev() {
+            let conn = r_list.swap_remove(i);
+            info!("{} closed", conn.peer);
+        }
+
+        if !busy && !idle_sleep.is_zero() {
+            thread::sleep(idle_sleep);
+        }
+        idle.pass(busy, &r_list);
+    }
+}
+
+/// One visit, the article's turn at one socket of `r_list`: `recv`, which
+/// on a non-blocking socket either returns what has arrived at once or
+/// fails with "would block", then `send`, which may take only part.
+///
+/// The article's pass calls `recv(1024)` and stores `data.upper()` as one
+/// reply, then calls `send` once and forgets the rest. Here a read may hold
+/// half a line or many, each complete line gets its reply, and what `write`
+/// did not take waits in `output` for the next pass.
+fn visit(conn: &mut Conn, scratch: &mut Scratch) -> Visit {
+    let mut busy = false;
+
+    // Reading stops while a megabyte of replies is owed, so a client that
+    // never reads cannot make us buffer without bound.
+    if !conn.closing && !conn.output.is_full() {
+        match conn.stream.read(&mut scratch.input) {
+            // Nothing has arrived: the article's `except BlockingIOError`.
+            // This is the model: the call did not wait, so the loop moves
+            // on to the next socket and asks this one again next pass.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            // A signal cut the call short: asked again next pass.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!("{} dropped: {e}", conn.peer);
+                return Visit::Done;
+            }
+            // Data, or end of stream (0): answered from the loop's buffer.
+            // The input is over at the end, or after an over-long line.
+            Ok(n) => {
+                busy = true;
+                scratch.output.clear();
+                let (partial, read) = (&mut conn.partial, &scratch.input[..n]);
+                conn.closing =
+                    answer_received(partial, read, conn.max_line, b"", &mut scratch.output);
+                // The article's `send`: the socket may take only part now.
+                if let Err(e) = conn.output.write_or_keep(&mut conn.stream, &scratch.output) {
+                    debug!("{} write: {e}", conn.peer);
+                    return Visit::Done;
+                }
+            }
+        }
+    }
+
+    // What an earlier `send` left, now that the socket may have room.
+    if !conn.output.is_empty() {
+        let owed = conn.output.len();
+        if let Err(e) = conn.output.write_to(&mut conn.stream) {
+            debug!("{} write: {e}", conn.peer);
+            return Visit::Done;
+        }
+        busy |= conn.output.len() != owed;
+    }
+
+    if conn.closing && conn.output.is_empty() {
+        shared::net::close_gracefully(&conn.stream);
+        return Visit::Done;
+    }
+    if busy { Visit::Busy } else { Visit::Idle }
+}
 
 /// One client: its socket and the protocol state around it. Reads land in
 /// the loop's [`Scratch`] and replies are written from it, so between
@@ -75,90 +200,12 @@ enum Visit {
     Done,
 }
 
-fn main() -> ExitCode {
-    shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8083")]);
-    shared::cli::exit_with(run(args))
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
-    // The article's `server.setblocking(False)`.
-    let listener = shared::net::listen(&args.echo.server, true)?;
-    let idle_sleep = Duration::from_millis(args.idle_sleep_ms);
-    let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
-
-    // The article's `r_list`: every connection, visited on every pass.
-    let mut conns: Vec<Conn> = Vec::new();
-    // Its `del_rlist`: indices of connections to drop after the pass, since
-    // a list cannot be changed while it is being walked.
-    let mut del_list: Vec<usize> = Vec::new();
-    let mut shortage = ShortageLog::default();
-    let mut accept_paused_until = Instant::now();
-    let mut idle_passes: u64 = 0;
-    let mut last_report = Instant::now();
-    // Where every read lands and every reply batch is built.
-    let mut scratch = Scratch::new();
-    shared::net::announce(&listener)?;
-
-    loop {
-        let mut busy = false;
-
-        if Instant::now() >= accept_paused_until {
-            match accept_new(
-                &listener,
-                &mut conns,
-                args.echo.max_line,
-                &room,
-                &mut shortage,
-            ) {
-                Ok(n) => busy |= n > 0,
-                // Out of descriptors: the pending client stays queued, so
-                // retrying at once would fail again. Leave it a while.
-                Err(e) => {
-                    shortage.pausing(&e);
-                    accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
-                }
-            }
-        }
-
-        for (i, conn) in conns.iter_mut().enumerate() {
-            match visit(conn, &mut scratch) {
-                Visit::Busy => busy = true,
-                Visit::Idle => {}
-                Visit::Done => del_list.push(i),
-            }
-        }
-        // Back to front, so each swap_remove moves an element already kept.
-        for i in del_list.drain(..).rev() {
-            let conn = conns.swap_remove(i);
-            info!("{} closed", conn.peer);
-        }
-
-        if !busy {
-            idle_passes += 1;
-            if !idle_sleep.is_zero() {
-                thread::sleep(idle_sleep);
-            }
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            let owing = conns.iter().filter(|c| !c.output.is_empty()).count();
-            info!(
-                "doing other things: {idle_passes} idle passes in the last second; \
-                 r_list {}, w_list {owing}",
-                conns.len()
-            );
-            idle_passes = 0;
-            last_report = Instant::now();
-        }
-    }
-}
-
 /// The article's `try: server.accept() except BlockingIOError`, repeated
 /// until nobody is waiting. Returns how many clients were taken (served or
 /// refused); `Err` only for a shortage of descriptors or memory.
-fn accept_new(
+fn accept(
     listener: &TcpListener,
-    conns: &mut Vec<Conn>,
+    r_list: &mut Vec<Conn>,
     max_line: usize,
     room: &Room,
     shortage: &mut ShortageLog,
@@ -168,6 +215,7 @@ fn accept_new(
         let (stream, peer) = match listener.accept() {
             Ok(pair) => pair,
             Err(e) => match classify_accept_error(&e) {
+                // Nobody waiting: the article's `except BlockingIOError`.
                 AcceptError::WouldBlock => break,
                 AcceptError::Skip => {
                     debug!("accept: {e}");
@@ -180,7 +228,7 @@ fn accept_new(
             },
         };
         accepted += 1;
-        if conns.len() >= room.conns {
+        if r_list.len() >= room.conns {
             shortage.refusing(&room.limit);
             shared::net::refuse(&stream);
             continue;
@@ -192,7 +240,7 @@ fn accept_new(
         }
         shortage.clear();
         info!("{peer} connected");
-        conns.push(Conn {
+        r_list.push(Conn {
             stream,
             peer,
             partial: Vec::new(),
@@ -204,53 +252,39 @@ fn accept_new(
     Ok(accepted)
 }
 
-/// One visit: read what has arrived, answer it, write what is owed.
-///
-/// The article's pass calls `recv(1024)` and stores `data.upper()` as one
-/// reply, then calls `send` once and forgets the rest. Here a read may hold
-/// half a line or many, each complete line gets its reply, and what `write`
-/// did not take waits in `output` for the next pass.
-fn visit(conn: &mut Conn, scratch: &mut Scratch) -> Visit {
-    let mut busy = false;
+/// The article's "doing other things" print: once a second, how many
+/// passes found nothing to do, and how many connections there are and owe
+/// output (its `r_list` and `w_list`). That count of empty passes is the
+/// busy loop's cost, made visible.
+#[derive(Debug)]
+struct IdleReport {
+    idle_passes: u64,
+    last: Instant,
+}
 
-    // Reading stops while a megabyte of replies is owed, so a client that
-    // never reads cannot make us buffer without bound.
-    if !conn.closing && !conn.output.is_full() {
-        // Read into the loop's buffer, answered and written from there.
-        match scratch.exchange(
-            &mut conn.stream,
-            &mut conn.partial,
-            &mut conn.output,
-            conn.max_line,
-            b"",
-        ) {
-            Ok(Exchanged::WouldBlock) => {}
-            Ok(Exchanged::Answered(_)) => busy = true,
-            // End of stream (the unterminated last fragment answered too),
-            // or an over-long line.
-            Ok(Exchanged::End) => {
-                conn.closing = true;
-                busy = true;
-            }
-            Err(e) => {
-                debug!("{} dropped: {e}", conn.peer);
-                return Visit::Done;
-            }
+impl Default for IdleReport {
+    fn default() -> Self {
+        IdleReport {
+            idle_passes: 0,
+            last: Instant::now(),
         }
     }
+}
 
-    if !conn.output.is_empty() {
-        let owed = conn.output.len();
-        if let Err(e) = conn.output.write_to(&mut conn.stream) {
-            debug!("{} write: {e}", conn.peer);
-            return Visit::Done;
+impl IdleReport {
+    fn pass(&mut self, busy: bool, r_list: &[Conn]) {
+        if !busy {
+            self.idle_passes += 1;
         }
-        busy |= conn.output.len() != owed;
+        if self.last.elapsed() >= Duration::from_secs(1) {
+            let owing = r_list.iter().filter(|c| !c.output.is_empty()).count();
+            info!(
+                "doing other things: {} idle passes in the last second; r_list {}, w_list {owing}",
+                self.idle_passes,
+                r_list.len()
+            );
+            self.idle_passes = 0;
+            self.last = Instant::now();
+        }
     }
-
-    if conn.closing && conn.output.is_empty() {
-        shared::net::close_gracefully(&conn.stream);
-        return Visit::Done;
-    }
-    if busy { Visit::Busy } else { Visit::Idle }
 }

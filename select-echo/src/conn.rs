@@ -1,14 +1,15 @@
 //! What the select loop and the poll loop share: a connection, taking the
-//! next client, and one exchange on a ready socket. Only the waiting differs
-//! between the two, and that is all `select.rs` and `poll.rs` hold.
+//! next client, and the `recv` and `send` on a ready socket. Only the
+//! waiting differs between the two, and that is all `select.rs` and
+//! `poll.rs` hold.
 
-use std::io;
+use std::io::{self, ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{Exchanged, Outbox, Scratch};
+use shared::{Outbox, Scratch, answer_received};
 
 /// The article's `select.select(rlist, wlist, [], 0.5)` timeout; the poll
 /// loop waits as long.
@@ -43,7 +44,7 @@ impl Conn {
     }
 }
 
-/// What a connection waits for after an exchange.
+/// What a connection waits for after its turn.
 pub enum Next {
     /// Keep it: watch it for reading, writing, or both.
     Wait { read: bool, write: bool },
@@ -54,7 +55,7 @@ pub enum Next {
 /// Serves a socket the kernel reported ready: reads if it may, answers,
 /// writes, and says what to watch it for next.
 pub fn serve(conn: &mut Conn, scratch: &mut Scratch) -> Next {
-    match exchange(conn, scratch) {
+    match recv_and_send(conn, scratch) {
         Ok(true) => Next::Wait {
             // A client owed 1 MiB is not read until it drains.
             read: !conn.closing && !conn.wdata.is_full(),
@@ -72,7 +73,8 @@ pub fn serve(conn: &mut Conn, scratch: &mut Scratch) -> Next {
     }
 }
 
-/// Reads what has arrived, answers every complete line, and writes the
+/// The article's `data = sock.recv(1024)` and `sock.send(wdata[sock])`:
+/// reads what has arrived, answers every complete line, and writes the
 /// replies at once. Returns whether the connection stays open.
 ///
 /// The article's loop stores `data.upper()` for `recv(1024)` and sends it on
@@ -81,17 +83,30 @@ pub fn serve(conn: &mut Conn, scratch: &mut Scratch) -> Next {
 /// framed across reads, and replies are written straight away: a socket is
 /// nearly always writable, so `wlist` is only for what the kernel would not
 /// take yet.
-fn exchange(conn: &mut Conn, scratch: &mut Scratch) -> io::Result<bool> {
+fn recv_and_send(conn: &mut Conn, scratch: &mut Scratch) -> io::Result<bool> {
     if !conn.closing && !conn.wdata.is_full() {
-        let found = scratch.exchange(
-            &mut conn.stream,
-            &mut conn.partial,
-            &mut conn.wdata,
-            conn.max_line,
-            b"",
-        )?;
-        conn.closing = found == Exchanged::End;
+        match conn.stream.read(&mut scratch.input) {
+            // Data, or end of stream (0); the input is over at the end, or
+            // after an over-long line.
+            Ok(n) => {
+                scratch.output.clear();
+                let (partial, read) = (&mut conn.partial, &scratch.input[..n]);
+                conn.closing =
+                    answer_received(partial, read, conn.max_line, b"", &mut scratch.output);
+                // The send may take only part: the rest stays in `wdata`,
+                // and the socket joins `wlist`.
+                conn.wdata
+                    .write_or_keep(&mut conn.stream, &scratch.output)?;
+            }
+            // Reported only as writable, or readable no longer (`select`
+            // can report a socket whose data is gone by the read): the
+            // non-blocking read says so instead of stopping the loop.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    // What an earlier send left, now that `select` says there is room.
     conn.wdata.write_to(&mut conn.stream)?;
     Ok(!(conn.closing && conn.wdata.is_empty()))
 }

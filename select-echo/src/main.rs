@@ -23,8 +23,8 @@
 //!   FD_SETSIZE, but still the whole array copied in and checked on every
 //!   call.
 //!
-//! What both share, a connection and one exchange on a ready socket, is in
-//! `conn.rs`.
+//! What both share, a connection and the `recv` and `send` on a ready socket,
+//! is in `conn.rs`.
 //!
 //! ```text
 //! cargo run -p select-echo                                     # terminal 1

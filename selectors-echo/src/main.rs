@@ -23,7 +23,7 @@
 //! cargo run -p shared --bin client -- --addr 127.0.0.1:8088    # terminal 2
 //! ```
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -34,7 +34,7 @@ use log::{debug, info};
 use polling::{Event, Events, PollMode, Poller};
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
-use shared::{EchoArgs, Exchanged, Outbox, Scratch};
+use shared::{EchoArgs, Outbox, Scratch, answer_received};
 use slab::Slab;
 
 #[derive(Parser, Debug)]
@@ -58,6 +58,226 @@ const SUFFIX: &[u8] = b"_SB";
 /// to capture the table it is stored in; an enum would put the dispatch back
 /// into a `match` in the loop, which is what storing callbacks avoids.
 type Callback = fn(&mut Server, usize, Mask);
+
+fn main() -> ExitCode {
+    shared::cli::init_logging();
+    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8088")]);
+    shared::cli::exit_with(run(args))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let listener = shared::net::listen(&args.echo.server, true)?;
+    let mut sel = Selector::new().context("cannot create the selector")?;
+    // The article's `sel.register(server_fileobj, EVENT_READ, accept)`.
+    let listener_key = sel.register(FileObj::Listener(listener), EVENT_READ, accept)?;
+    let mut server = Server {
+        sel,
+        listener_key,
+        live: 0,
+        room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
+        max_line: args.echo.max_line,
+        accept_paused_until: None,
+        shortage: ShortageLog::default(),
+        scratch: Scratch::new(),
+    };
+    let mut events = Events::new();
+    // Ready only now that the poller exists and watches the listener.
+    if let FileObj::Listener(listener) = &server.sel.keys[listener_key].fileobj {
+        shared::net::announce(listener)?;
+    }
+
+    loop {
+        let timeout = server
+            .accept_paused_until
+            .map(|until| until.saturating_duration_since(Instant::now()));
+        events.clear();
+        match server.sel.poller.wait(&mut events, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("waiting for events failed"),
+        }
+        server.resume_accepting_if_due()?;
+
+        // The article's `for key, mask in sel.select(): key.data(key.fileobj, mask)`.
+        for event in events.iter() {
+            // An earlier callback in this batch may have closed it.
+            let Some(key) = server.sel.keys.get(event.key) else {
+                continue;
+            };
+            let callback = key.data;
+            let mask = Mask {
+                read: event.readable,
+                write: event.writable,
+            };
+            callback(&mut server, event.key, mask);
+        }
+    }
+}
+
+/// The listener's callback, the article's `accept`: take every waiting
+/// client and register it with the callback [`read`].
+fn accept(server: &mut Server, key: usize, _mask: Mask) {
+    loop {
+        let FileObj::Listener(listener) = &server.sel.keys[key].fileobj else {
+            unreachable!("accept is only registered for the listener");
+        };
+        let (stream, peer) = match listener.accept() {
+            Ok(pair) => pair,
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::WouldBlock => return,
+                AcceptError::Skip => {
+                    debug!("accept: {e}");
+                    continue;
+                }
+                AcceptError::OutOfResources | AcceptError::Fatal => {
+                    server.shortage.pausing(&e);
+                    server.pause_accepting();
+                    return;
+                }
+            },
+        };
+        if server.live >= server.room.conns {
+            server.shortage.refusing(&server.room.limit);
+            shared::net::refuse(&stream);
+            continue;
+        }
+        if let Err(e) = stream.set_nonblocking(true) {
+            debug!("{peer}: {e}");
+            continue;
+        }
+        let conn = Conn {
+            stream,
+            peer,
+            partial: Vec::new(),
+            output: Outbox::spill(),
+            closing: false,
+        };
+        // The article's `sel.register(conn, EVENT_READ, read)`.
+        match server.sel.register(FileObj::Conn(conn), EVENT_READ, read) {
+            Ok(_) => {
+                server.live += 1;
+                server.shortage.clear();
+                info!("{peer} connected");
+            }
+            Err(e) => debug!("{peer}: cannot register: {e}"),
+        }
+    }
+}
+
+/// A connection's callback, the article's `read(conn, mask)`: `recv` what
+/// arrived if the mask says readable, answer it, `send` the replies, then
+/// ask for the events that match what the connection now waits for.
+fn read(server: &mut Server, key: usize, mask: Mask) {
+    let FileObj::Conn(conn) = &mut server.sel.keys[key].fileobj else {
+        unreachable!("read is only registered for connections");
+    };
+    match recv_and_send(conn, mask, &mut server.scratch, server.max_line) {
+        Ok(true) => {
+            // Reading pauses while a megabyte is owed; writing is asked for
+            // only while something is owed, or a level-triggered selector
+            // would report the socket writable on every wait.
+            let events = Mask {
+                read: !conn.closing && !conn.output.is_full(),
+                write: !conn.output.is_empty(),
+            };
+            if let Err(e) = server.sel.modify(key, events) {
+                debug!("modify: {e}");
+                close(server, key);
+            }
+        }
+        Ok(false) => {
+            shared::net::close_gracefully(&conn.stream);
+            close(server, key);
+        }
+        Err(e) => {
+            debug!("{} dropped: {e}", conn.peer);
+            close(server, key);
+        }
+    }
+}
+
+/// The article's `data = conn.recv(1024)` and `conn.send(data.upper() +
+/// b'_SB')`. Returns whether the connection stays open.
+///
+/// The article answers each `recv(1024)` as one message and `send`s once.
+/// Here a read may hold part of a line or many lines, each gets its reply,
+/// and what `send` did not take waits for the next writable event.
+fn recv_and_send(
+    conn: &mut Conn,
+    mask: Mask,
+    scratch: &mut Scratch,
+    max_line: usize,
+) -> io::Result<bool> {
+    if mask.read && !conn.closing {
+        match conn.stream.read(&mut scratch.input) {
+            // Data, or end of stream (0); the input is over at the end, or
+            // after an over-long line. Answered from the loop's buffer and
+            // sent straight away, not on the next writable event: a socket
+            // nearly always has room, and that saves a wait per reply.
+            Ok(n) => {
+                scratch.output.clear();
+                let (partial, read) = (&mut conn.partial, &scratch.input[..n]);
+                conn.closing =
+                    answer_received(partial, read, max_line, SUFFIX, &mut scratch.output);
+                conn.output
+                    .write_or_keep(&mut conn.stream, &scratch.output)?;
+            }
+            // Readable no longer (another reader, or a stale event): the
+            // non-blocking read says so, and the next event comes back.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // What an earlier send left, now that the socket may have room.
+    conn.output.write_to(&mut conn.stream)?;
+    Ok(!(conn.closing && conn.output.is_empty()))
+}
+
+/// The article's `sel.unregister(conn); conn.close()`.
+fn close(server: &mut Server, key: usize) {
+    if let FileObj::Conn(conn) = server.sel.unregister(key).fileobj {
+        info!("{} closed", conn.peer);
+    }
+    server.live -= 1;
+}
+
+/// The server's state, which every callback receives: the selector, plus
+/// the limits and the accept back-off.
+struct Server {
+    sel: Selector,
+    listener_key: usize,
+    live: usize,
+    /// `--max-conns`, or less if the descriptor limit allows less.
+    room: Room,
+    max_line: usize,
+    /// While out of descriptors the listener is registered for no events:
+    /// level-triggered, it would report the waiting client on every wait.
+    accept_paused_until: Option<Instant>,
+    shortage: ShortageLog,
+    /// Where every read lands and every reply batch is built.
+    scratch: Scratch,
+}
+
+impl Server {
+    fn resume_accepting_if_due(&mut self) -> io::Result<()> {
+        if self
+            .accept_paused_until
+            .is_some_and(|t| Instant::now() >= t)
+        {
+            self.accept_paused_until = None;
+            self.sel.modify(self.listener_key, EVENT_READ)?;
+        }
+        Ok(())
+    }
+
+    fn pause_accepting(&mut self) {
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+        if let Err(e) = self.sel.modify(self.listener_key, NO_EVENTS) {
+            debug!("pausing accepts: {e}");
+        }
+    }
+}
 
 /// Which of the events asked for are ready (Python's `mask`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,215 +409,4 @@ impl FileObj {
 
 fn interest(key: usize, events: Mask) -> Event {
     Event::new(key, events.read, events.write)
-}
-
-/// The server's state, which every callback receives: the selector, plus
-/// the limits and the accept back-off.
-struct Server {
-    sel: Selector,
-    listener_key: usize,
-    live: usize,
-    /// `--max-conns`, or less if the descriptor limit allows less.
-    room: Room,
-    max_line: usize,
-    /// While out of descriptors the listener is registered for no events:
-    /// level-triggered, it would report the waiting client on every wait.
-    accept_paused_until: Option<Instant>,
-    shortage: ShortageLog,
-    /// Where every read lands and every reply batch is built.
-    scratch: Scratch,
-}
-
-fn main() -> ExitCode {
-    shared::cli::init_logging();
-    let args: Args = shared::cli::parse_args(&[("addr", "127.0.0.1:8088")]);
-    shared::cli::exit_with(run(args))
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
-    let listener = shared::net::listen(&args.echo.server, true)?;
-    let mut sel = Selector::new().context("cannot create the selector")?;
-    // The article's `sel.register(server_fileobj, EVENT_READ, accept)`.
-    let listener_key = sel.register(FileObj::Listener(listener), EVENT_READ, accept)?;
-    let mut server = Server {
-        sel,
-        listener_key,
-        live: 0,
-        room: shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns"),
-        max_line: args.echo.max_line,
-        accept_paused_until: None,
-        shortage: ShortageLog::default(),
-        scratch: Scratch::new(),
-    };
-    let mut events = Events::new();
-    // Ready only now that the poller exists and watches the listener.
-    if let FileObj::Listener(listener) = &server.sel.keys[listener_key].fileobj {
-        shared::net::announce(listener)?;
-    }
-
-    loop {
-        let timeout = server
-            .accept_paused_until
-            .map(|until| until.saturating_duration_since(Instant::now()));
-        events.clear();
-        match server.sel.poller.wait(&mut events, timeout) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("waiting for events failed"),
-        }
-        server.resume_accepting_if_due()?;
-
-        // The article's `for key, mask in sel.select(): key.data(key.fileobj, mask)`.
-        for event in events.iter() {
-            // An earlier callback in this batch may have closed it.
-            let Some(key) = server.sel.keys.get(event.key) else {
-                continue;
-            };
-            let callback = key.data;
-            let mask = Mask {
-                read: event.readable,
-                write: event.writable,
-            };
-            callback(&mut server, event.key, mask);
-        }
-    }
-}
-
-impl Server {
-    fn resume_accepting_if_due(&mut self) -> io::Result<()> {
-        if self
-            .accept_paused_until
-            .is_some_and(|t| Instant::now() >= t)
-        {
-            self.accept_paused_until = None;
-            self.sel.modify(self.listener_key, EVENT_READ)?;
-        }
-        Ok(())
-    }
-
-    fn pause_accepting(&mut self) {
-        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-        if let Err(e) = self.sel.modify(self.listener_key, NO_EVENTS) {
-            debug!("pausing accepts: {e}");
-        }
-    }
-}
-
-/// The listener's callback, the article's `accept`: take every waiting
-/// client and register it with `read`'s counterpart, [`serve`].
-fn accept(server: &mut Server, key: usize, _mask: Mask) {
-    loop {
-        let FileObj::Listener(listener) = &server.sel.keys[key].fileobj else {
-            unreachable!("accept is only registered for the listener");
-        };
-        let (stream, peer) = match listener.accept() {
-            Ok(pair) => pair,
-            Err(e) => match classify_accept_error(&e) {
-                AcceptError::WouldBlock => return,
-                AcceptError::Skip => {
-                    debug!("accept: {e}");
-                    continue;
-                }
-                AcceptError::OutOfResources | AcceptError::Fatal => {
-                    server.shortage.pausing(&e);
-                    server.pause_accepting();
-                    return;
-                }
-            },
-        };
-        if server.live >= server.room.conns {
-            server.shortage.refusing(&server.room.limit);
-            shared::net::refuse(&stream);
-            continue;
-        }
-        if let Err(e) = stream.set_nonblocking(true) {
-            debug!("{peer}: {e}");
-            continue;
-        }
-        let conn = Conn {
-            stream,
-            peer,
-            partial: Vec::new(),
-            output: Outbox::spill(),
-            closing: false,
-        };
-        // The article's `sel.register(conn, EVENT_READ, read)`.
-        match server.sel.register(FileObj::Conn(conn), EVENT_READ, serve) {
-            Ok(_) => {
-                server.live += 1;
-                server.shortage.clear();
-                info!("{peer} connected");
-            }
-            Err(e) => debug!("{peer}: cannot register: {e}"),
-        }
-    }
-}
-
-/// A connection's callback, the article's `read`, which also writes: read
-/// and answer what arrived if readable, write what is owed, then ask for
-/// the events that match what the connection now waits for.
-fn serve(server: &mut Server, key: usize, mask: Mask) {
-    let FileObj::Conn(conn) = &mut server.sel.keys[key].fileobj else {
-        unreachable!("serve is only registered for connections");
-    };
-    match exchange(conn, mask, &mut server.scratch, server.max_line) {
-        Ok(true) => {
-            // Reading pauses while a megabyte is owed; writing is asked for
-            // only while something is owed, or a level-triggered selector
-            // would report the socket writable on every wait.
-            let events = Mask {
-                read: !conn.closing && !conn.output.is_full(),
-                write: !conn.output.is_empty(),
-            };
-            if let Err(e) = server.sel.modify(key, events) {
-                debug!("modify: {e}");
-                close(server, key);
-            }
-        }
-        Ok(false) => {
-            shared::net::close_gracefully(&conn.stream);
-            close(server, key);
-        }
-        Err(e) => {
-            debug!("{} dropped: {e}", conn.peer);
-            close(server, key);
-        }
-    }
-}
-
-/// The article's `sel.unregister(conn); conn.close()`.
-fn close(server: &mut Server, key: usize) {
-    if let FileObj::Conn(conn) = server.sel.unregister(key).fileobj {
-        info!("{} closed", conn.peer);
-    }
-    server.live -= 1;
-}
-
-/// Reads if the mask says so, answers every complete line, writes what is
-/// owed. Returns whether the connection stays open.
-///
-/// The article answers each `recv(1024)` as one message and `send`s once.
-/// Here a read may hold part of a line or many lines, each gets its reply,
-/// and what `write` did not take waits for the next writable event.
-fn exchange(
-    conn: &mut Conn,
-    mask: Mask,
-    scratch: &mut Scratch,
-    max_line: usize,
-) -> io::Result<bool> {
-    if mask.read && !conn.closing {
-        // Read into the loop's buffer, answered and written from there:
-        // straight away, not on the next writable event, since a socket
-        // nearly always has room, and this saves a wait per reply.
-        let found = scratch.exchange(
-            &mut conn.stream,
-            &mut conn.partial,
-            &mut conn.output,
-            max_line,
-            SUFFIX,
-        )?;
-        conn.closing = found == Exchanged::End;
-    }
-    conn.output.write_to(&mut conn.stream)?;
-    Ok(!(conn.closing && conn.output.is_empty()))
 }

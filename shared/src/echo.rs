@@ -20,7 +20,7 @@
 //! The upper-casing itself is done 16 bytes at a time in `fast.rs`, beside
 //! its plain definition; nothing here depends on how.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use crate::fast::{replies_into, upper_into};
 use crate::line::{LineBuffer, LineTooLong};
@@ -197,6 +197,26 @@ fn too_long(partial: &mut Vec<u8>, max_line: usize, out: &mut Vec<u8>) -> Result
     Err(LineTooLong { limit: max_line })
 }
 
+/// The replies to what one read returned, for a connection framed with
+/// [`answer_read`]: `read` is the bytes read, empty at end of stream (then
+/// the unfinished last line is answered as a line). Returns `true` when the
+/// input is over, at end of stream or after an over-long line (`ERR line
+/// too long` appended): the server writes what is owed, then closes.
+#[inline]
+pub fn answer_received(
+    partial: &mut Vec<u8>,
+    read: &[u8],
+    max_line: usize,
+    suffix: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    if read.is_empty() {
+        answer_partial_at_end(partial, suffix, out);
+        return true;
+    }
+    answer_read(partial, read, max_line, suffix, out).is_err()
+}
+
 /// At end of input, for a connection framed with [`answer_read`]: the
 /// unterminated last fragment, answered as a line.
 pub fn answer_partial_at_end(partial: &mut Vec<u8>, suffix: &[u8], out: &mut Vec<u8>) {
@@ -207,27 +227,20 @@ pub fn answer_partial_at_end(partial: &mut Vec<u8>, suffix: &[u8], out: &mut Vec
 }
 
 /// The buffers an event loop owns and lends to each ready connection in
-/// turn: every read lands in one, every batch of replies is built in the
-/// other. With these a connection keeps only an unfinished line (if any)
+/// turn: every read lands in `input`, every batch of replies is built in
+/// `output`. With these a connection keeps only an unfinished line (if any)
 /// and what its socket would not take (rarely anything), so an idle
 /// connection holds no buffer at all, where a [`LineBuffer`] per connection
 /// would keep its 8 KiB for as long as the connection lives.
+///
+/// Only buffers: the read into `input`, and what a server does when it
+/// would block, are the lesson, and stay in each server's own code.
 #[derive(Debug)]
 pub struct Scratch {
-    input: Box<[u8]>,
-    output: Vec<u8>,
-}
-
-/// What one read of [`Scratch::exchange`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exchanged {
-    /// Nothing to read now.
-    WouldBlock,
-    /// Data, this many bytes of it, answered.
-    Answered(usize),
-    /// End of input (the unfinished line answered), or an over-long line
-    /// (`ERR line too long` sent): close once what is owed is written.
-    End,
+    /// Where one read lands: [`SCRATCH_READ`] bytes.
+    pub input: Box<[u8]>,
+    /// Where the replies to one read are built (cleared before each).
+    pub output: Vec<u8>,
 }
 
 /// What [`Scratch`] reads at once: a few hundred pipelined lines.
@@ -245,60 +258,6 @@ impl Scratch {
             input: vec![0; SCRATCH_READ].into_boxed_slice(),
             output: Vec::with_capacity(SCRATCH_READ),
         }
-    }
-
-    /// One read from `stream` into the loop's buffer; its lines answered
-    /// ([`answer_read`], the unfinished one kept in `partial`); the replies
-    /// written at once, straight from the loop's buffer when nothing is
-    /// owed yet. What the socket does not take is kept in `owed` (after
-    /// what it already held, so the order stays).
-    pub fn exchange<S: Read + Write>(
-        &mut self,
-        stream: &mut S,
-        partial: &mut Vec<u8>,
-        owed: &mut Outbox,
-        max_line: usize,
-        suffix: &[u8],
-    ) -> io::Result<Exchanged> {
-        let n = match stream.read(&mut self.input) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(Exchanged::WouldBlock);
-            }
-            Err(e) => return Err(e),
-        };
-        self.output.clear();
-        let found = if n == 0 {
-            answer_partial_at_end(partial, suffix, &mut self.output);
-            Exchanged::End
-        } else if answer_read(
-            partial,
-            &self.input[..n],
-            max_line,
-            suffix,
-            &mut self.output,
-        )
-        .is_err()
-        {
-            Exchanged::End
-        } else {
-            Exchanged::Answered(n)
-        };
-        if owed.is_empty() {
-            let written = write_some(stream, &self.output)?;
-            if written < self.output.len() {
-                owed.buf_mut().extend_from_slice(&self.output[written..]);
-            }
-        } else {
-            owed.buf_mut().extend_from_slice(&self.output);
-            owed.write_to(stream)?;
-        }
-        Ok(found)
     }
 }
 
@@ -399,6 +358,29 @@ impl Outbox {
                 self.buf = Vec::new();
             }
         }
+    }
+
+    /// Writes `replies` after whatever is owed already, so the order
+    /// stays: straight from the caller's buffer when nothing is owed (the
+    /// common case, no copy), else appended here first. What a
+    /// non-blocking socket does not take now is kept here, owed; the
+    /// caller decides what that means for it (join `wlist`, ask for
+    /// writability, stop reading past [`MAX_OWED`]).
+    #[inline]
+    pub fn write_or_keep<W: Write + ?Sized>(
+        &mut self,
+        dst: &mut W,
+        replies: &[u8],
+    ) -> io::Result<()> {
+        if self.is_empty() {
+            let written = write_some(dst, replies)?;
+            if written < replies.len() {
+                self.buf.extend_from_slice(&replies[written..]);
+            }
+            return Ok(());
+        }
+        self.buf.extend_from_slice(replies);
+        self.write_to(dst)
     }
 
     /// Writes what is owed until it is all gone or the socket would block.

@@ -12,7 +12,7 @@ pub mod net;
 
 pub use cli::{EchoArgs, ServerArgs};
 pub use echo::{
-    Exchanged, Outbox, Scratch, answer_lines, answer_partial_at_end, answer_read, answer_rest,
-    reply_into,
+    Outbox, Scratch, answer_lines, answer_partial_at_end, answer_read, answer_received,
+    answer_rest, reply_into,
 };
 pub use line::{LineBuffer, LineTooLong};

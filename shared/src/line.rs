@@ -10,9 +10,8 @@
 //! part passes the limit, without waiting for a newline that may never come.
 
 use std::fmt;
-use std::io::{self, Read};
 
-/// The smallest free space [`LineBuffer::read_from`] offers the kernel. Large
+/// The smallest free space [`LineBuffer::spare`] offers the kernel. Large
 /// enough that a pipelined batch of short lines arrives in one read, small
 /// enough that a connection that has spoken once costs only a few KiB.
 const MIN_READ: usize = 8 * 1024;
@@ -90,22 +89,11 @@ impl LineBuffer {
         self.end += data.len();
     }
 
-    /// One `read` from `src` straight into the buffer's free space.
-    ///
-    /// Returns what `read` returned: `Ok(0)` is end of stream. Call
-    /// [`next_line`](Self::next_line) until it yields `None` between reads;
-    /// the buffer then never holds more than one partial line and one read.
-    #[inline]
-    pub fn read_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
-        self.make_room(MIN_READ);
-        let n = src.read(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// The free space at the end of the buffer, at least `MIN_READ` bytes, for
-    /// a caller that fills it itself; report what it wrote with
-    /// [`filled`](Self::filled).
+    /// The free space at the end of the buffer, at least `MIN_READ` bytes,
+    /// for the caller's `read` to land in; report what it wrote with
+    /// [`filled`](Self::filled). Call [`next_line`](Self::next_line) until
+    /// it yields `None` between reads; the buffer then never holds more
+    /// than one partial line and one read.
     pub fn spare(&mut self) -> &mut [u8] {
         self.make_room(MIN_READ);
         &mut self.buf[self.end..]
@@ -456,14 +444,17 @@ mod tests {
 
     #[test]
     fn reads_go_straight_into_the_buffer() {
+        use std::io::Read;
         let mut src: &[u8] = b"one\ntwo\nthr";
         let mut buf = LineBuffer::new(100);
-        assert_eq!(buf.read_from(&mut src).unwrap(), 11);
+        let n = src.read(buf.spare()).unwrap();
+        buf.filled(n);
+        assert_eq!(n, 11);
         assert_eq!(buf.next_line(), Ok(Some(&b"one"[..])));
         assert_eq!(buf.next_line(), Ok(Some(&b"two"[..])));
         assert_eq!(buf.next_line(), Ok(None));
         assert_eq!(buf.buffered(), 3);
-        assert_eq!(buf.read_from(&mut src).unwrap(), 0);
+        assert_eq!(src.read(buf.spare()).unwrap(), 0);
     }
 
     #[test]

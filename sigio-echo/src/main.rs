@@ -92,53 +92,6 @@ mod server {
     /// the loop takes the other signals and comes back to it.
     const READS_PER_TURN: usize = 16;
 
-    /// One client.
-    struct Conn {
-        stream: TcpStream,
-        peer: SocketAddr,
-        /// The unfinished line: all the input kept between reads.
-        partial: Vec<u8>,
-        /// Replies the socket has not taken; empty (and unallocated) most
-        /// of the time.
-        owed: Outbox,
-        /// End of input or an over-long line: write what is owed, then close.
-        closing: bool,
-        /// Read its share this turn with more to come: in
-        /// `Server::unfinished` (or about to be), served again after the
-        /// next signals.
-        unfinished: bool,
-    }
-
-    struct Server {
-        listener: TcpListener,
-        /// Connections by descriptor: `si_fd` finds them.
-        conns: Vec<Option<Conn>>,
-        live: usize,
-        /// `--max-conns`, or less if the descriptor limit allows less.
-        room: Room,
-        max_line: usize,
-        /// Out of descriptors: accepting waits for SIGALRM.
-        accept_paused: bool,
-        shortage: ShortageLog,
-        /// Where every read lands and every reply batch is built.
-        input: Box<[u8]>,
-        output: Vec<u8>,
-        /// Overflows (plain SIGIO) in the burst going on, for the log.
-        overflows: u64,
-        /// Connections cut short, for the loop to come back to.
-        later: Later,
-    }
-
-    /// Connections that used their reads for the turn before reading until
-    /// `WouldBlock`. Their data raises no new signal, so the loop comes
-    /// back to them itself.
-    #[derive(Default)]
-    struct Later {
-        fds: Vec<RawFd>,
-        /// Times a connection was cut short, for the log.
-        cut_short: u64,
-    }
-
     pub fn run(args: &Args) -> anyhow::Result<()> {
         let rt = libc::SIGRTMIN();
         // The signals this server takes, blocked so that none runs a
@@ -216,39 +169,61 @@ mod server {
                 }
             }
             if overflowed {
-                // Events were lost, and nothing says which: check every
-                // connection, once. The real-time signals still queued were
-                // all raised before that check, which covers them, so they
-                // are thrown away first: served one by one, each batch of
-                // them that held another plain SIGIO would bring another
-                // full scan, and one overflow would cost many.
-                let (flushed, alarm) = flush(&sfd, &mut infos);
-                if alarm {
-                    server.accept_paused = false;
-                }
-                if server.overflows == 0 {
-                    info!(
-                        "real-time signal queue full: plain SIGIO, no descriptor; \
-                         checking all {} connections (said once per burst)",
-                        server.live
-                    );
-                }
-                debug!("overflow: {flushed} queued signals flushed before the scan");
-                server.overflows += 1;
-                server.accept_all(rt);
-                server.serve_all();
-            } else if server.overflows > 0 {
-                info!(
-                    "signal queue overflowed {} times in this burst; every connection was \
-                     checked once each time",
-                    server.overflows
-                );
-                server.overflows = 0;
+                server.recover_from_overflow(&sfd, &mut infos, rt);
+            } else {
+                server.end_of_overflows();
             }
             // And after every batch, so that a steady stream of other
             // clients' signals cannot keep a connection cut short waiting.
             server.resume_unfinished();
         }
+    }
+
+    struct Server {
+        listener: TcpListener,
+        /// Connections by descriptor: `si_fd` finds them.
+        conns: Vec<Option<Conn>>,
+        live: usize,
+        /// `--max-conns`, or less if the descriptor limit allows less.
+        room: Room,
+        max_line: usize,
+        /// Out of descriptors: accepting waits for SIGALRM.
+        accept_paused: bool,
+        shortage: ShortageLog,
+        /// Where every read lands and every reply batch is built.
+        input: Box<[u8]>,
+        output: Vec<u8>,
+        /// Overflows (plain SIGIO) in the burst going on, for the log.
+        overflows: u64,
+        /// Connections cut short, for the loop to come back to.
+        later: Later,
+    }
+
+    /// Connections that used their reads for the turn before reading until
+    /// `WouldBlock`. Their data raises no new signal, so the loop comes
+    /// back to them itself.
+    #[derive(Default)]
+    struct Later {
+        fds: Vec<RawFd>,
+        /// Times a connection was cut short, for the log.
+        cut_short: u64,
+    }
+
+    /// One client.
+    struct Conn {
+        stream: TcpStream,
+        peer: SocketAddr,
+        /// The unfinished line: all the input kept between reads.
+        partial: Vec<u8>,
+        /// Replies the socket has not taken; empty (and unallocated) most
+        /// of the time.
+        owed: Outbox,
+        /// End of input or an over-long line: write what is owed, then close.
+        closing: bool,
+        /// Read its share this turn with more to come: in
+        /// `Server::unfinished` (or about to be), served again after the
+        /// next signals.
+        unfinished: bool,
     }
 
     /// Reads up to [`BATCH`] queued signals into `infos` (waiting for one if
@@ -386,6 +361,49 @@ mod server {
                     debug!("{} dropped: {e}", conn.peer);
                     self.forget(fd);
                 }
+            }
+        }
+
+        /// The signal queue overflowed (a plain SIGIO came): events were
+        /// lost, and nothing says which, so every connection is checked,
+        /// once. The real-time signals still queued were all raised before
+        /// that check, which covers them, so they are thrown away first:
+        /// served one by one, each batch of them that held another plain
+        /// SIGIO would bring another full scan, and one overflow would cost
+        /// many.
+        fn recover_from_overflow(
+            &mut self,
+            sfd: &OwnedFd,
+            infos: &mut [libc::signalfd_siginfo; BATCH],
+            rt: libc::c_int,
+        ) {
+            let (flushed, alarm) = flush(sfd, infos);
+            if alarm {
+                self.accept_paused = false;
+            }
+            if self.overflows == 0 {
+                info!(
+                    "real-time signal queue full: plain SIGIO, no descriptor; \
+                     checking all {} connections (said once per burst)",
+                    self.live
+                );
+            }
+            debug!("overflow: {flushed} queued signals flushed before the scan");
+            self.overflows += 1;
+            self.accept_all(rt);
+            self.serve_all();
+        }
+
+        /// A batch without an overflow ends a burst of them: said once,
+        /// with how many there were.
+        fn end_of_overflows(&mut self) {
+            if self.overflows > 0 {
+                info!(
+                    "signal queue overflowed {} times in this burst; every connection was \
+                     checked once each time",
+                    self.overflows
+                );
+                self.overflows = 0;
             }
         }
 
