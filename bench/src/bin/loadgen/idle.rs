@@ -118,7 +118,11 @@ pub fn open(
         if in_flight == 0 {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(200)))?;
+        match poll.poll(&mut events, Some(Duration::from_millis(200))) {
+            // A stop and continue (SIGSTOP, SIGCONT) ends the wait.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
         if events.is_empty() && last_progress.elapsed() > STALL {
             stopped = Some(format!(
                 "no connection finished in {} s ({in_flight} connects or first replies \
@@ -289,7 +293,11 @@ pub fn burst(
     let mut buf = vec![0u8; 16 * 1024];
     let mut last_progress = Instant::now();
     while replies + wrong < held.len() {
-        poll.poll(&mut events, Some(Duration::from_millis(200)))?;
+        match poll.poll(&mut events, Some(Duration::from_millis(200))) {
+            // A stop and continue (SIGSTOP, SIGCONT) ends the wait.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
         if events.is_empty() && last_progress.elapsed() > STALL {
             stopped = Some(format!(
                 "{} of {} replies missing after {} s without one",

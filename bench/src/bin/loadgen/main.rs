@@ -7,6 +7,12 @@
 //! time (`--secs`, after `--warmup-secs`) or for a fixed number of requests
 //! (`--requests`, for counting system calls and instructions per request).
 //!
+//! `--rate R` runs an open loop instead (`open.rs`): R requests a second
+//! on a fixed schedule, whatever the replies do, each latency counted from
+//! the moment its request was due, so that queueing in the server shows
+//! (coordinated omission corrected, as wrk2 does). The generator's own
+//! lateness is reported beside it.
+//!
 //! `--idle N` first opens N more connections in bulk, each making one round
 //! trip, and holds them silent beside the measured ones: the articles'
 //! "many connections, few of them busy" (`idle.rs`). `--burst` ends the run
@@ -16,6 +22,7 @@
 //! cargo run --release -p select-echo -- --addr 127.0.0.1:8093     # terminal 1
 //! cargo run --release -p bench --bin loadgen -- --addr 127.0.0.1:8093 --conns 100 --depth 16
 //! cargo run --release -p bench --bin loadgen -- --addr 127.0.0.1:8093 --idle 900 --burst
+//! cargo run --release -p bench --bin loadgen -- --addr 127.0.0.1:8093 --rate 20000
 //! ```
 
 use std::collections::VecDeque;
@@ -32,6 +39,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 mod idle;
+mod open;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Drive an io-models server with many connections and check every reply")]
@@ -45,9 +53,15 @@ struct Args {
     /// Request size in bytes, newline included (line protocol)
     #[arg(long, default_value_t = 62, value_parser = clap::value_parser!(u32).range(1..))]
     size: u32,
-    /// Requests in flight per connection (pipelined)
+    /// Requests in flight per connection (pipelined; the closed loop only)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     depth: u32,
+    /// Requests per second in all, sent on a fixed schedule whatever the
+    /// replies do (an open loop), each latency counted from when its request
+    /// was due. Without it, each connection sends its next request when the
+    /// last reply is in (a closed loop)
+    #[arg(long, conflicts_with_all = ["depth", "requests"], value_parser = rate)]
+    rate: Option<f64>,
     /// Seconds to measure
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
@@ -88,6 +102,15 @@ struct Args {
     json: bool,
 }
 
+/// A rate: more than 0, at most 10 million requests a second.
+fn rate(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| *r > 0.0 && *r <= 1e7)
+        .ok_or_else(|| "must be a number of requests a second, more than 0".into())
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Proto {
     Line,
@@ -96,23 +119,35 @@ enum Proto {
 
 /// What one thread measured.
 struct Tally {
+    /// Requests measured and answered: the closed loop's in the window, the
+    /// open loop's that fell due in it.
     requests: u64,
     /// Replies received, warm-up included.
     all: u64,
     errors: u64,
     latency_us: Histogram<u64>,
     measured: Duration,
+    /// The open loop: requests that fell due in the window (each must be
+    /// answered: `requests` equals it), replies that arrived in it (the
+    /// rate achieved), and how late each request was sent (due to sent).
+    due: u64,
+    in_window: u64,
+    lateness_us: Histogram<u64>,
 }
 
 impl Tally {
     fn new() -> Tally {
+        // 1 µs to 60 s, 3 significant digits.
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds");
         Tally {
             requests: 0,
             all: 0,
             errors: 0,
-            // 1 µs to 60 s, 3 significant digits.
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
+            latency_us: histogram(),
             measured: Duration::ZERO,
+            due: 0,
+            in_window: 0,
+            lateness_us: histogram(),
         }
     }
 }
@@ -178,6 +213,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         thread::sleep(Duration::from_secs_f64(args.hold_secs));
     }
 
+    // The open loop's schedule starts a moment after every thread is
+    // spawned, the same for all.
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut first = 0;
     let handles: Vec<_> = active
         .into_iter()
         .enumerate()
@@ -186,7 +225,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             let requests = args
                 .requests
                 .map(|r| r / threads as u64 + u64::from((t as u64) < r % threads as u64));
-            thread::spawn(move || drive(&args, streams, requests, t))
+            let schedule = args.rate.map(|rate| open::Schedule {
+                start,
+                rate,
+                conns: args.conns,
+                first,
+            });
+            first += streams.len();
+            thread::spawn(move || match schedule {
+                Some(schedule) => open::drive(&args, streams, schedule, t),
+                None => drive(&args, streams, requests, t),
+            })
         })
         .collect();
     let mut total = Tally::new();
@@ -197,6 +246,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         total.errors += t.errors;
         total.latency_us.add(&t.latency_us).expect("same bounds");
         total.measured = total.measured.max(t.measured);
+        total.due += t.due;
+        total.in_window += t.in_window;
+        total.lateness_us.add(&t.lateness_us).expect("same bounds");
+    }
+    if args.rate.is_some() && total.requests != total.due {
+        bail!(
+            "{} requests fell due in the window, {} were answered",
+            total.due,
+            total.requests
+        );
     }
     let burst = if args.burst {
         Some(idle::burst(&mut crowd.held, &request, &reply_len, &check).context("burst")?)
@@ -225,8 +284,20 @@ struct Conn {
     out: Vec<u8>,
     /// Reply bytes received and not yet checked.
     inbox: Vec<u8>,
-    /// When each request in flight was written, oldest first.
+    /// When each request in flight was written (the open loop: when it
+    /// was due), oldest first.
     in_flight: VecDeque<Instant>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            out: Vec::new(),
+            inbox: Vec::new(),
+            in_flight: VecDeque::new(),
+        }
+    }
 }
 
 /// Drives `streams` until time is up or `requests` are answered.
@@ -237,25 +308,7 @@ fn drive(
     thread: usize,
 ) -> anyhow::Result<Tally> {
     let (request, reply) = exchange(args, thread);
-    let mut poll = Poll::new()?;
-    let mut connections = Vec::with_capacity(streams.len());
-    for (i, std_stream) in streams.into_iter().enumerate() {
-        // Pipelined requests go out at once, not after a delayed ACK.
-        std_stream.set_nodelay(true)?;
-        std_stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(std_stream);
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        connections.push(Conn {
-            stream,
-            out: Vec::new(),
-            inbox: Vec::new(),
-            in_flight: VecDeque::new(),
-        });
-    }
+    let (mut poll, mut connections) = register(streams)?;
 
     let start = Instant::now();
     let warmup = if requests.is_some() {
@@ -288,7 +341,11 @@ fn drive(
         if done || connections.is_empty() {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        // A stop and continue (SIGSTOP, SIGCONT) ends the wait with EINTR.
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
         let now = Instant::now();
         let measuring = now >= measure_from;
         for event in events.iter() {
@@ -299,28 +356,10 @@ fn drive(
             if !event.is_readable() {
                 continue;
             }
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => bail!("the server closed a connection"),
-                    Ok(n) => c.inbox.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e).context("reading replies"),
-                }
-            }
+            read_in(c, &mut buf)?;
             // Every complete reply: check it, time it, send the next request.
-            let mut used = 0;
-            while let Some(len) = reply_len(args.proto, &c.inbox[used..], &reply) {
-                let got = &c.inbox[used..used + len];
-                let ok = match args.proto {
-                    Proto::Line => got == reply.as_slice(),
-                    Proto::Http => http_ok(got),
-                };
-                used += len;
-                let sent = c
-                    .in_flight
-                    .pop_front()
-                    .expect("a reply to a request in flight");
+            let mut sends = 0;
+            take_replies(args, c, &reply, |sent, ok| {
                 answered += 1;
                 if measuring {
                     tally.requests += 1;
@@ -332,11 +371,13 @@ fn drive(
                 }
                 if to_send > 0 {
                     to_send -= 1;
-                    c.out.extend_from_slice(&request);
-                    c.in_flight.push_back(Instant::now());
+                    sends += 1;
                 }
+            });
+            for _ in 0..sends {
+                c.out.extend_from_slice(&request);
+                c.in_flight.push_back(Instant::now());
             }
-            c.inbox.drain(..used);
             if !c.out.is_empty() {
                 write_out(c)?;
             }
@@ -345,6 +386,60 @@ fn drive(
     tally.measured = Instant::now().saturating_duration_since(measure_from);
     tally.all = answered;
     Ok(tally)
+}
+
+/// A poller for this thread, and `streams` registered with it as
+/// connections, each token its index.
+fn register(streams: Vec<std::net::TcpStream>) -> anyhow::Result<(Poll, Vec<Conn>)> {
+    let poll = Poll::new()?;
+    let mut connections = Vec::with_capacity(streams.len());
+    for (i, std_stream) in streams.into_iter().enumerate() {
+        // Pipelined requests go out at once, not after a delayed ACK.
+        std_stream.set_nodelay(true)?;
+        std_stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        connections.push(Conn::new(stream));
+    }
+    Ok((poll, connections))
+}
+
+/// Reads what the socket has into the connection's inbox.
+fn read_in(c: &mut Conn, buf: &mut [u8]) -> anyhow::Result<()> {
+    loop {
+        match c.stream.read(buf) {
+            Ok(0) => bail!("the server closed a connection"),
+            Ok(n) => c.inbox.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading replies"),
+        }
+    }
+}
+
+/// Takes every complete reply from the connection's inbox, checks it, and
+/// calls `answered` with its request's time in flight and whether it was
+/// right.
+fn take_replies(args: &Args, c: &mut Conn, reply: &[u8], mut answered: impl FnMut(Instant, bool)) {
+    let mut used = 0;
+    while let Some(len) = reply_len(args.proto, &c.inbox[used..], reply) {
+        let got = &c.inbox[used..used + len];
+        let ok = match args.proto {
+            Proto::Line => got == reply,
+            Proto::Http => http_ok(got),
+        };
+        used += len;
+        let sent = c
+            .in_flight
+            .pop_front()
+            .expect("a reply to a request in flight");
+        answered(sent, ok);
+    }
+    c.inbox.drain(..used);
 }
 
 fn write_out(c: &mut Conn) -> anyhow::Result<()> {
@@ -405,20 +500,32 @@ fn http_ok(response: &[u8]) -> bool {
 
 fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burst>) {
     let secs = t.measured.as_secs_f64().max(1e-9);
-    let rps = t.requests as f64 / secs;
-    let h = &t.latency_us;
-    let q = |x: f64| {
+    // The closed loop's rate is its requests answered; the open loop's,
+    // the replies that arrived in the window (its requests that fell due
+    // there are all answered, some after it if the server fell behind).
+    let achieved = if args.rate.is_some() {
+        t.in_window
+    } else {
+        t.requests
+    };
+    let rps = achieved as f64 / secs;
+    let q = |h: &Histogram<u64>, x: f64| {
         if h.is_empty() {
             0
         } else {
             h.value_at_quantile(x)
         }
     };
+    let max = |h: &Histogram<u64>| if h.is_empty() { 0 } else { h.max() };
+    let h = &t.latency_us;
+    let late = &t.lateness_us;
     if args.json {
         println!(
             "{{\"addr\":\"{}\",\"proto\":\"{:?}\",\"conns\":{},\"depth\":{},\"size\":{},\"idle\":{},\
-             \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"all_requests\":{},\"rps\":{:.1},\
-             \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"idle_held\":{},\
+             \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"all_requests\":{},\
+             \"offered_rps\":{:.1},\"rps\":{:.1},\"due\":{},\
+             \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\
+             \"late_p99_us\":{},\"late_max_us\":{},\"idle_held\":{},\
              \"idle_secs\":{:.3},\"idle_stopped\":{},\"burst_replies\":{},\"burst_wrong\":{},\
              \"burst_secs\":{:.3}}}",
             args.addr,
@@ -432,11 +539,16 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
             t.requests,
             t.errors,
             t.all,
+            args.rate.unwrap_or(0.0),
             rps,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            if h.is_empty() { 0 } else { h.max() },
+            t.due,
+            q(h, 0.5),
+            q(h, 0.9),
+            q(h, 0.99),
+            q(h, 0.999),
+            max(h),
+            q(late, 0.99),
+            max(late),
             crowd.held.len(),
             crowd.secs,
             json_string(crowd.stopped.as_deref().unwrap_or("")),
@@ -445,14 +557,24 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
             burst.map_or(0.0, |b| b.secs),
         );
     } else {
+        if let Some(rate) = args.rate {
+            println!(
+                "open loop: {rate:.0} requests/s offered, {} fell due in {secs:.2} s, all \
+                 answered; the generator sent them late by p99 {} us, max {} us",
+                t.due,
+                q(late, 0.99),
+                max(late)
+            );
+        }
         println!(
             "{} requests in {secs:.2} s: {rps:.0} requests/s; latency p50 {} us, p90 {} us, \
-             p99 {} us, max {} us; {} errors",
+             p99 {} us, p99.9 {} us, max {} us; {} errors",
             t.requests,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            if h.is_empty() { 0 } else { h.max() },
+            q(h, 0.5),
+            q(h, 0.9),
+            q(h, 0.99),
+            q(h, 0.999),
+            max(h),
             t.errors
         );
         if args.idle > 0 {
