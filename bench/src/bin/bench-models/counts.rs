@@ -43,7 +43,7 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
     let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
     let (strace, valgrind) = (have("strace"), have("valgrind"));
     if !strace || !valgrind {
-        eprintln!("   (strace or valgrind missing: counts skipped)");
+        crate::progress::say("   (strace or valgrind missing: counts skipped)");
     }
     let mut all = Vec::new();
     for depth in [1, 16] {
@@ -85,7 +85,7 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
             per_request.sort_by(f64::total_cmp);
             counts.instructions = Some(per_request[PAIRS / 2]);
         }
-        eprintln!(
+        crate::progress::say(&format!(
             "   depth {depth}: {} system calls, {} instructions per request",
             counts
                 .syscalls
@@ -94,7 +94,7 @@ pub fn measure(env: &Env, m: &Model) -> anyhow::Result<Vec<Counts>> {
             counts
                 .instructions
                 .map_or("?".into(), |i| format!("{i:.0}")),
-        );
+        ));
         all.push(counts);
     }
     Ok(all)

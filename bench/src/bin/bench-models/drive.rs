@@ -18,6 +18,43 @@ pub fn start(env: &Env, m: &Model, extra: &[&str]) -> TestServer {
     TestServer::start_command(command)
 }
 
+/// Starts a fresh server of model `m` pinned to core `cpu` (see [`pin`]).
+pub fn start_pinned(env: &Env, m: &Model, cpu: usize) -> TestServer {
+    let mut command = Command::new(env.bin_dir.join(m.bin));
+    command.args(m.args);
+    pin(&mut command, cpu);
+    TestServer::start_command(command)
+}
+
+/// Runs `command` on core `cpu` alone, where the machine has two cores or
+/// more (its threads and children too): the latency sweep gives the server
+/// one core and the generator another, so that neither takes the other's
+/// time. On one core, or off Linux, it runs where the scheduler puts it.
+pub fn pin(command: &mut Command, cpu: usize) {
+    #[cfg(target_os = "linux")]
+    if thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec; it
+        // only fills a cpu_set_t it owns and calls sched_setaffinity, which
+        // is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Whether [`pin`] pins on this machine.
+pub fn pinning() -> bool {
+    cfg!(target_os = "linux") && thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
 /// One loadgen run against `server`, with the server's CPU over the run.
 pub fn loadgen_once(
     env: &Env,

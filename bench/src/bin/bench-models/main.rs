@@ -22,7 +22,10 @@
 //! - `drive.rs`: starting servers and programs, with deadlines;
 //! - `measure.rs`: throughput, latency, CPU and memory, into `Results`;
 //! - `scale.rs`: every model up to the descriptor ceiling, into `Results`;
+//! - `latency.rs`: latency against offered load (loadgen's open loop), with
+//!   and without an idle crowd, into `Results`;
 //! - `counts.rs`: system calls and instructions per request, into `Results`;
+//! - `progress.rs`: where the run is, on a terminal;
 //! - `report.rs`: `Results` into BENCHMARKS.md and the charts.
 //!
 //! `main` runs the measuring files and hands what they found to the report;
@@ -35,9 +38,13 @@ mod counts;
 #[cfg(target_os = "linux")]
 mod drive;
 #[cfg(target_os = "linux")]
+mod latency;
+#[cfg(target_os = "linux")]
 mod measure;
 #[cfg(target_os = "linux")]
 mod model;
+#[cfg(target_os = "linux")]
+mod progress;
 #[cfg(target_os = "linux")]
 mod report;
 #[cfg(target_os = "linux")]
@@ -65,7 +72,7 @@ mod linux {
     use testkit::raise_nofile_limit;
 
     use crate::model::{Env, MODELS};
-    use crate::{counts, measure, report, scale};
+    use crate::{counts, latency, measure, progress, report, scale};
 
     #[derive(clap::Parser, Debug, Clone)]
     #[command(
@@ -145,11 +152,29 @@ mod linux {
         };
         if args.counts_only {
             for model in &env.models {
-                eprintln!("== {}", model.name);
+                progress::say(&format!("== {}", model.name));
                 counts::measure(&env, model)?;
             }
             return Ok(());
         }
+        // The fastest server, for the generator's own ceiling.
+        let fastest = env
+            .models
+            .iter()
+            .find(|m| m.name == "io_uring multishot")
+            .unwrap_or(&env.models[0]);
+        let counted = if env.quick {
+            0
+        } else {
+            env.models.len() as u64
+        };
+        progress::plan(
+            measure::planned(&env)
+                + scale::planned(&env)
+                + latency::planned(&env)
+                + latency::generator_steps(&env)
+                + counted,
+        );
         let mut all = measure::grid(&env)?;
         let models: Vec<_> = all.iter().map(|(m, _)| *m).collect();
         let counts = scale::counts(&env);
@@ -164,16 +189,22 @@ mod linux {
             };
             r.scale = points;
         }
+        for ((_, r), curves) in all.iter_mut().zip(latency::sweep(&env, &models)?) {
+            r.latency = curves;
+        }
+        let generator = latency::generator_ceiling(&env, fastest)?;
         for (model, results) in &mut all {
-            eprintln!("== {}", model.name);
+            progress::say(&format!("== {}", model.name));
             measure::idle_and_memory(&env, model, results);
             if !env.quick {
+                progress::step(&format!("counts: {}", model.name));
                 results.counts = counts::measure(&env, model)?;
                 if model.proto == "http" {
                     results.wrk = measure::wrk(&env, model)?;
                 }
             }
         }
+        progress::finish();
         let errors: f64 = all
             .iter()
             .flat_map(|(_, r)| {
@@ -183,8 +214,14 @@ mod linux {
                     .chain(r.idle.iter().filter_map(|(_, p)| *p))
             })
             .map(|p| p.errors)
+            .chain(all.iter().flat_map(|(_, r)| {
+                r.latency
+                    .iter()
+                    .flat_map(|c| c.steps.iter().map(|s| s.errors))
+            }))
             .sum();
-        report::write(&out, &env, &all).context("writing the report")?;
+        report::write(&out, &env, &all, (fastest, generator.as_slice()))
+            .context("writing the report")?;
         eprintln!("wrote {}", out.join("BENCHMARKS.md").display());
         if errors > 0.0 {
             bail!("{errors} replies did not match");

@@ -14,6 +14,25 @@ use crate::results::{Point, Results};
 /// needs more than longer runs.
 const ROUNDS: usize = 3;
 
+/// The active connections of the grid.
+fn conns(env: &Env) -> &'static [usize] {
+    if env.quick {
+        &[1, 100]
+    } else {
+        &[1, 10, 100, 1000]
+    }
+}
+
+/// Loadgen runs the grid makes, for the progress bar.
+pub fn planned(env: &Env) -> u64 {
+    let rounds = if env.quick { 1 } else { ROUNDS };
+    let runs: usize = conns(env)
+        .iter()
+        .map(|&c| env.models.iter().filter(|m| c <= m.max_active).count())
+        .sum();
+    (2 * rounds * runs) as u64
+}
+
 /// Throughput and latency at every point of the grid (connections × depth),
 /// for every model. (Latency beside idle connections is the scale sweep's,
 /// `scale.rs`.)
@@ -28,11 +47,7 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
         .iter()
         .map(|m| (*m, Results::default()))
         .collect();
-    let conns: &[usize] = if env.quick {
-        &[1, 100]
-    } else {
-        &[1, 10, 100, 1000]
-    };
+    let conns = conns(env);
     let rounds = if env.quick { 1 } else { ROUNDS };
     // (connections, depth, idle connections, part of the idle sweep)
     let mut points = Vec::new();
@@ -53,10 +68,11 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
                 if fits {
                     let server = start(env, m, &[]);
                     samples[i].push(loadgen_once(env, m, &server, c, depth, idle)?);
+                    crate::progress::step(&format!("{}: {c} connections, depth {depth}", m.name));
                 }
             }
         }
-        eprintln!("== {c} connections, depth {depth}, {idle} idle");
+        crate::progress::say(&format!("== {c} connections, depth {depth}, {idle} idle"));
         for ((m, r), mut s) in all.iter_mut().zip(samples) {
             let point = (!s.is_empty()).then(|| {
                 s.sort_by(|a, b| a.rps.total_cmp(&b.rps));
@@ -77,7 +93,7 @@ pub fn grid(env: &Env) -> anyhow::Result<Vec<(Model, Results)>> {
                     m.max_active
                 )
             };
-            eprintln!("   {:<34} {}", m.name, show(point, &why_not));
+            crate::progress::say(&format!("   {:<34} {}", m.name, show(point, &why_not)));
             if sweep {
                 r.idle.push((idle, point));
             } else {
@@ -108,7 +124,7 @@ pub fn idle_and_memory(env: &Env, m: &Model, r: &mut Results) {
     // rest wait in its queue, unanswered.
     r.rss_spoken_kib =
         (r.rss_conns <= m.max_active).then(|| memory_per_connection(env, m, r.rss_conns, true));
-    eprintln!(
+    crate::progress::say(&format!(
         "   idle CPU {:.3} s over {:.1} s; {} {:.1} KiB per silent idle connection, {} after one round trip",
         r.idle_cpu,
         r.idle_window,
@@ -118,7 +134,7 @@ pub fn idle_and_memory(env: &Env, m: &Model, r: &mut Results) {
             "not measured (a pool answers only its workers' clients)".into(),
             |k| format!("{k:.1} KiB")
         ),
-    );
+    ));
 }
 
 /// Memory added per connection: a fresh server (so that no earlier client

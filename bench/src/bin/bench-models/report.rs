@@ -7,18 +7,24 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::model::{Env, Model};
-use crate::results::{Point, Results};
+use crate::results::{Point, Results, Step};
+
+mod latency;
 
 type All = [(Model, Results)];
 
-pub fn write(out: &Path, env: &Env, all: &All) -> anyhow::Result<()> {
+/// Writes BENCHMARKS.md and the charts; `generator` is the generator's
+/// own ceiling, measured against that model.
+pub fn write(out: &Path, env: &Env, all: &All, generator: (&Model, &[Step])) -> anyhow::Result<()> {
     fs::create_dir_all(out.join("bench/charts"))?;
     charts(out, all)?;
+    latency::chart(out, all)?;
     let mut md = String::new();
     header(&mut md, env);
     grid_tables(&mut md, all);
     idle_table(&mut md, all);
     scale_table(&mut md, all);
+    latency::section(&mut md, env, all, generator);
     cpu_table(&mut md, all);
     counts_tables(&mut md, env, all);
     memory_table(&mut md, all);

@@ -38,6 +38,8 @@ pub struct Results {
     /// wrk's requests/s and p99 (ms), and loadgen's point, measured
     /// alternately against one server (HTTP models).
     pub wrk: Option<(f64, f64, Point)>,
+    /// Latency against offered load: no idle connections, then the crowd.
+    pub latency: Vec<Curve>,
 }
 
 /// Counts per request at one depth.
@@ -73,4 +75,122 @@ pub struct ScalePoint {
     pub rearmed: Option<u64>,
     /// A newcomer was answered afterwards.
     pub alive: bool,
+}
+
+/// One step of the latency sweep: loadgen's open loop at one offered rate.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    /// Requests per second offered, and achieved (replies in the window).
+    pub offered: f64,
+    pub achieved: f64,
+    /// Latency from each request's due time, µs.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// The generator's own lateness (due to sent), µs.
+    pub late_p99_us: f64,
+    pub late_max_us: f64,
+    pub errors: f64,
+    /// Idle connections held beside the active ones.
+    pub held: usize,
+    /// So far behind that requests were still unanswered 10 s after the
+    /// window: no latency to report.
+    pub lost: bool,
+    /// Rounds that ran this step (a saturated model skips its top steps).
+    pub rounds: usize,
+}
+
+impl Step {
+    /// Behind the offered load: under 90% of it achieved, p99 past 100 ms,
+    /// or requests lost.
+    pub fn saturated(&self) -> bool {
+        self.lost || self.achieved < 0.9 * self.offered || self.p99_us > 100_000.0
+    }
+
+    /// The generator itself fell behind its schedule: the figure is the
+    /// generator's ceiling, not the server's.
+    pub fn generator_bound(&self) -> bool {
+        self.late_p99_us > crate::latency::GENERATOR_SLACK_US
+    }
+
+    /// The p99 is no more than the generator's own lateness: the server's
+    /// share cannot be told from the generator's.
+    pub fn at_resolution(&self) -> bool {
+        !self.lost && self.p99_us <= self.late_p99_us
+    }
+
+    /// Meets the latency objective: p99 under 1 ms, the offered rate
+    /// carried (95% or more), and the figure the server's.
+    pub fn meets_objective(&self) -> bool {
+        !self.lost
+            && self.p99_us < crate::latency::OBJECTIVE_US
+            && self.achieved >= 0.95 * self.offered
+            && !self.generator_bound()
+    }
+
+    pub fn summary(&self) -> String {
+        if self.lost {
+            return format!("{:.0}/s offered: lost (past saturation)", self.offered);
+        }
+        let mut s = format!(
+            "{:.0}/s offered, {:.0}/s achieved ({:.0}%); p50 {:.0} µs, p99 {:.0} µs, \
+             p99.9 {:.0} µs, max {:.0} µs; generator late p99 {:.0} µs",
+            self.offered,
+            self.achieved,
+            100.0 * self.achieved / self.offered.max(1.0),
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.late_p99_us
+        );
+        if self.held > 0 {
+            let _ = std::fmt::Write::write_fmt(&mut s, format_args!(", {} idle held", self.held));
+        }
+        if self.generator_bound() {
+            s.push_str(" [generator-bound]");
+        } else if self.at_resolution() {
+            s.push_str(" [at the generator's resolution]");
+        }
+        s
+    }
+}
+
+/// One model's latency curve beside one idle crowd.
+#[derive(Debug, Clone, Default)]
+pub struct Curve {
+    /// Idle connections asked for, and held (select: at most its wall).
+    pub idle: usize,
+    pub held: usize,
+    /// Why the model did not run this curve.
+    pub why_not: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+impl Curve {
+    /// The highest offered rate at which the objective holds, counting up
+    /// the ladder until the first step that misses it.
+    pub fn sustainable(&self) -> Option<f64> {
+        self.steps
+            .iter()
+            .take_while(|s| s.meets_objective())
+            .last()
+            .map(|s| s.offered)
+    }
+
+    pub fn summary(&self) -> String {
+        if let Some(why) = &self.why_not {
+            return format!("{} idle: {why}", self.idle);
+        }
+        let knee = self
+            .sustainable()
+            .map_or("none".into(), |r| format!("{r:.0}/s"));
+        let mut s = format!("{} idle held: p99 under 1 ms up to {knee}", self.held);
+        for step in &self.steps {
+            s.push_str("\n      ");
+            s.push_str(&step.summary());
+        }
+        s
+    }
 }

@@ -61,6 +61,24 @@ pub fn runs(env: &Env, m: &Model) -> bool {
     m.max_idle > 0 && (!env.quick || quick_pick.contains(&m.name))
 }
 
+/// Points the sweep runs, for the progress bar.
+pub fn planned(env: &Env) -> u64 {
+    let counts = counts(env);
+    let top = *counts.last().expect("at least one count");
+    let models = env.models.iter().filter(|m| runs(env, m)).count();
+    counts
+        .iter()
+        .map(|&n| {
+            let rounds = if env.quick || (n != 0 && n != top) {
+                1
+            } else {
+                ROUNDS
+            };
+            (rounds * models) as u64
+        })
+        .sum()
+}
+
 /// The sweep, interleaved as the grid is: for each count and round, every
 /// model in turn on a fresh server.
 pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<ScalePoint>>> {
@@ -78,10 +96,13 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<ScalePoint>>
             for (i, m) in models.iter().enumerate() {
                 if runs(env, m) {
                     samples[i].push(one(env, m, n)?);
+                    crate::progress::step(&format!("scale: {} with {n} idle", m.name));
                 }
             }
         }
-        eprintln!("== scale: {n} idle connections beside {ACTIVE} active");
+        crate::progress::say(&format!(
+            "== scale: {n} idle connections beside {ACTIVE} active"
+        ));
         for ((m, points), mut s) in models.iter().zip(&mut all).zip(samples) {
             if s.is_empty() {
                 continue;
@@ -89,7 +110,7 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<ScalePoint>>
             // The median round by p99, the figure the targets compare.
             s.sort_by(|a, b| a.active.p99_us.total_cmp(&b.active.p99_us));
             let p = s.swap_remove(s.len() / 2);
-            eprintln!("   {:<34} {}", m.name, p.summary());
+            crate::progress::say(&format!("   {:<34} {}", m.name, p.summary()));
             points.push(p);
         }
     }

@@ -1,0 +1,265 @@
+//! Latency against offered load: every model under loadgen's open loop
+//! (`--rate`), from a low rate to past saturation, with no idle connections
+//! and with 10 000 held beside the active ones.
+//!
+//! A closed loop (each connection waits for its reply before sending again)
+//! slows down with the server, so its latency hides queueing. Here requests
+//! arrive on a fixed schedule whatever the server does, and each latency
+//! counts from when its request was due: the curve bends where the server
+//! can no longer keep up, and the knee is the load a model can carry. It is
+//! the experiment of Gammo, Brecht et al. ("Comparing and Evaluating
+//! epoll, select, and poll Event Mechanisms", OLS 2004), who offered a
+//! rising request rate with and without 10 000 idle connections.
+//!
+//! The server and the generator run pinned to different cores where there
+//! are two, so that neither takes the other's time. The generator has a
+//! ceiling of its own: past it, it sends late, and a latency no larger than
+//! its lateness is its, not the server's. Each step says so when that
+//! happens (`generator_bound`, `at_resolution`).
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::drive::{json_number, output_within, pin, start_pinned};
+use crate::model::{Env, Model};
+use crate::progress;
+use crate::results::{Curve, Step};
+
+/// Rounds of the whole sweep; a step is the median of its rounds.
+const ROUNDS: usize = 3;
+/// Active connections carrying the offered load.
+const ACTIVE: usize = 10;
+/// The latency objective the report's sustainable rate is measured at.
+pub const OBJECTIVE_US: f64 = 1000.0;
+/// The generator is behind its schedule, not within its resolution, when
+/// its own lateness (due to sent) has a p99 past this.
+pub const GENERATOR_SLACK_US: f64 = 200.0;
+
+/// The offered rates, requests per second in all: one ladder for every
+/// model, so that their curves share an axis.
+pub fn ladder(env: &Env) -> Vec<f64> {
+    if env.quick {
+        vec![2_000.0, 10_000.0, 40_000.0]
+    } else {
+        vec![
+            5_000.0, 10_000.0, 20_000.0, 40_000.0, 60_000.0, 80_000.0, 100_000.0, 130_000.0,
+        ]
+    }
+}
+
+/// The idle crowds: none, and 10 000 (with `--quick`, 1000).
+pub fn crowds(env: &Env) -> [usize; 2] {
+    if env.quick { [0, 1000] } else { [0, 10_000] }
+}
+
+/// Which models the sweep runs: all (with `--quick`, two).
+pub fn runs(env: &Env, m: &Model) -> bool {
+    !env.quick || ["select", "selectors (polling, epoll)"].contains(&m.name)
+}
+
+/// Steps the whole sweep may take, for the progress bar.
+pub fn planned(env: &Env) -> u64 {
+    let rounds = if env.quick { 1 } else { ROUNDS };
+    let models = env.models.iter().filter(|m| runs(env, m)).count();
+    (rounds * models * 2 * ladder(env).len()) as u64
+}
+
+/// The idle connections model `m` holds for a crowd of `idle`, or why it
+/// cannot take part: select stops at FD_SETSIZE, and a pool's idle
+/// clients would hold its workers.
+fn held(m: &Model, idle: usize) -> Result<usize, String> {
+    if idle == 0 {
+        return Ok(0);
+    }
+    if m.max_idle == 0 {
+        return Err(format!(
+            "not run: its {} workers would be held by idle clients, and the active ones \
+             left waiting in its queue",
+            m.max_active
+        ));
+    }
+    Ok(idle.min(m.max_idle))
+}
+
+/// The sweep: for each round, every model in turn on a fresh server (pinned
+/// to core 0), each crowd, each step of the ladder (loadgen pinned to core
+/// 1). A model that has fallen behind its schedule (achieved under 90% of
+/// the offered rate, or p99 past 100 ms) at two steps in a row is past
+/// saturation: its higher steps are not run in that round.
+pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
+    let rounds = if env.quick { 1 } else { ROUNDS };
+    let ladder = ladder(env);
+    let crowds = crowds(env);
+    // samples[model][crowd][step]
+    let mut samples: Vec<Vec<Vec<Vec<Step>>>> =
+        vec![vec![vec![Vec::new(); ladder.len()]; crowds.len()]; models.len()];
+    for round in 0..rounds {
+        for (i, m) in models.iter().enumerate() {
+            if !runs(env, m) {
+                continue;
+            }
+            for (c, &idle) in crowds.iter().enumerate() {
+                let Ok(hold) = held(m, idle) else {
+                    progress::skip(ladder.len() as u64);
+                    continue;
+                };
+                let server = start_pinned(env, m, 0);
+                let mut behind = 0;
+                for (k, &rate) in ladder.iter().enumerate() {
+                    if behind >= 2 {
+                        progress::skip(1);
+                        continue;
+                    }
+                    let step = one(env, m, &server, rate, hold)?;
+                    behind = if step.saturated() { behind + 1 } else { 0 };
+                    progress::step(&format!(
+                        "latency, round {}: {} at {rate:.0}/s, {hold} idle",
+                        round + 1,
+                        m.name
+                    ));
+                    samples[i][c][k].push(step);
+                }
+            }
+        }
+    }
+    let mut all = Vec::new();
+    for (m, per_crowd) in models.iter().zip(samples) {
+        let mut curves = Vec::new();
+        for (&idle, per_step) in crowds.iter().zip(per_crowd) {
+            let mut curve = Curve {
+                idle,
+                held: held(m, idle).unwrap_or(0),
+                why_not: held(m, idle).err(),
+                steps: Vec::new(),
+            };
+            if !runs(env, m) {
+                curve.why_not = Some("not run with --quick".into());
+            }
+            for mut s in per_step {
+                if s.is_empty() {
+                    continue;
+                }
+                // The median round by p99, the figure the objective reads.
+                s.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
+                let rounds_run = s.len();
+                let mut step = s.swap_remove(rounds_run / 2);
+                step.rounds = rounds_run;
+                curve.steps.push(step);
+            }
+            curves.push(curve);
+        }
+        if !curves.iter().all(|c| c.steps.is_empty()) {
+            progress::say(&format!("== latency against offered load: {}", m.name));
+            for c in &curves {
+                progress::say(&format!("   {}", c.summary()));
+            }
+        }
+        all.push(curves);
+    }
+    Ok(all)
+}
+
+/// One step: loadgen's open loop at `rate` against `server`, with `idle`
+/// connections held beside the active ones.
+fn one(
+    env: &Env,
+    m: &Model,
+    server: &testkit::TestServer,
+    rate: f64,
+    idle: usize,
+) -> anyhow::Result<Step> {
+    let (secs, warmup) = if env.quick {
+        (0.3, 0.2)
+    } else {
+        (env.secs, 0.5)
+    };
+    let mut load = Command::new(env.bin_dir.join("loadgen"));
+    load.args(["--addr", &server.addr().to_string(), "--proto", m.proto])
+        .args(["--json", "--rate", &rate.to_string()])
+        .args(["--conns", &ACTIVE.to_string(), "--idle", &idle.to_string()])
+        .args([
+            "--secs",
+            &secs.to_string(),
+            "--warmup-secs",
+            &warmup.to_string(),
+        ]);
+    if !m.suffix.is_empty() {
+        load.args(["--suffix", m.suffix]);
+    }
+    pin(&mut load, 1);
+    let out = output_within(load, Duration::from_secs_f64(secs + 60.0))?;
+    let json = String::from_utf8_lossy(&out.stdout);
+    if json.trim().is_empty() {
+        // Too far behind to answer every request in the drain: past
+        // saturation, with no latency to report.
+        let why = String::from_utf8_lossy(&out.stderr);
+        if why.contains("unanswered") {
+            return Ok(Step {
+                offered: rate,
+                lost: true,
+                ..Step::default()
+            });
+        }
+        bail!("loadgen failed against {} at {rate}/s: {why}", m.name);
+    }
+    let get = |k| json_number(&json, k);
+    Ok(Step {
+        offered: rate,
+        achieved: get("rps"),
+        p50_us: get("p50_us"),
+        p99_us: get("p99_us"),
+        p999_us: get("p999_us"),
+        max_us: get("max_us"),
+        late_p99_us: get("late_p99_us"),
+        late_max_us: get("late_max_us"),
+        errors: get("errors"),
+        held: get("idle_held") as usize,
+        lost: false,
+        rounds: 1,
+    })
+}
+
+/// The rates the generator's ceiling is looked for at.
+fn generator_rates(env: &Env) -> &'static [f64] {
+    if env.quick {
+        &[10_000.0, 40_000.0]
+    } else {
+        &[
+            20_000.0, 40_000.0, 60_000.0, 80_000.0, 100_000.0, 130_000.0, 160_000.0, 200_000.0,
+            250_000.0,
+        ]
+    }
+}
+
+/// Steps the generator's ceiling may take, for the progress bar.
+pub fn generator_steps(env: &Env) -> u64 {
+    generator_rates(env).len() as u64
+}
+
+/// The generator's own ceiling: the highest rate it keeps to its schedule
+/// (its lateness p99 within [`GENERATOR_SLACK_US`]) against `m`, the
+/// fastest server, with no idle connections. The rates past the ladder's
+/// top are tried too, up to where it falls behind.
+pub fn generator_ceiling(env: &Env, m: &Model) -> anyhow::Result<Vec<Step>> {
+    let rates = generator_rates(env);
+    let server = start_pinned(env, m, 0);
+    let mut steps = Vec::new();
+    progress::say(&format!(
+        "== the generator's own ceiling, against {}",
+        m.name
+    ));
+    for (k, &rate) in rates.iter().enumerate() {
+        let step = one(env, m, &server, rate, 0)?;
+        progress::step(&format!("the generator's ceiling at {rate:.0}/s"));
+        progress::say(&format!("   {}", step.summary()));
+        let behind = step.generator_bound();
+        steps.push(step);
+        if behind {
+            progress::skip((rates.len() - k - 1) as u64);
+            break;
+        }
+    }
+    Ok(steps)
+}
