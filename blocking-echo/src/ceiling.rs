@@ -80,6 +80,7 @@ pub fn bound_malloc_arenas() -> usize {
 /// `RLIMIT_AS`, checked before each thread is started: the limit less what
 /// the process maps now must hold one more thread and some headroom.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct AddressSpace {
     limit: usize,
     per_thread: usize,

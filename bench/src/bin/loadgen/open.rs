@@ -27,8 +27,8 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use mio::{Events, Interest, Poll, Token};
+use anyhow::bail;
+use mio::{Events, Poll, Token};
 
 use crate::{Args, Tally, exchange, read_in, register, take_replies, write_out};
 
@@ -166,6 +166,9 @@ impl Timer {
     #[cfg(target_os = "linux")]
     fn new(poll: &Poll) -> anyhow::Result<Timer> {
         use std::os::fd::{AsRawFd, FromRawFd};
+
+        use anyhow::Context;
+        use mio::Interest;
         // SAFETY: prctl(PR_SET_TIMERSLACK) takes a number, no pointers.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
         // SAFETY: timerfd_create takes flags, no pointers.
@@ -200,6 +203,8 @@ impl Timer {
     #[cfg(target_os = "linux")]
     fn arm(&mut self, wake: Option<Instant>, now: Instant) -> anyhow::Result<Option<Duration>> {
         use std::os::fd::AsRawFd;
+
+        use anyhow::Context;
         let Some(wake) = wake else {
             // Only replies to wait for: a bounded wait, so that the drain's
             // deadline is seen.
