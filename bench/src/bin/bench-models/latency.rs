@@ -66,6 +66,13 @@ pub fn planned(env: &Env) -> u64 {
     (rounds * models * 2 * ladder(env).len()) as u64
 }
 
+/// The active connections: [`ACTIVE`], or fewer where the model serves
+/// fewer at once (a pool of 8 workers: 8; a ninth would wait in its queue
+/// for the whole run, unanswered).
+fn active(m: &Model) -> usize {
+    ACTIVE.min(m.max_active)
+}
+
 /// The idle connections model `m` holds for a crowd of `idle`, or why it
 /// cannot take part: select stops at FD_SETSIZE, and a pool's idle
 /// clients would hold its workers.
@@ -178,7 +185,12 @@ fn one(
     let mut load = Command::new(env.bin_dir.join("loadgen"));
     load.args(["--addr", &server.addr().to_string(), "--proto", m.proto])
         .args(["--json", "--rate", &rate.to_string()])
-        .args(["--conns", &ACTIVE.to_string(), "--idle", &idle.to_string()])
+        .args([
+            "--conns",
+            &active(m).to_string(),
+            "--idle",
+            &idle.to_string(),
+        ])
         .args([
             "--secs",
             &secs.to_string(),

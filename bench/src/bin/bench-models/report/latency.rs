@@ -44,9 +44,9 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
          Every latency above comes from a closed loop: each connection sends its next\n\
          request when the last reply is in, so it slows down with the server and hides\n\
          queueing (coordinated omission). Here loadgen runs an open loop (`--rate`):\n\
-         10 connections send requests on a fixed schedule, evenly spread, whatever the\n\
-         server does, and each latency counts from the moment its request was *due*,\n\
-         as wrk2 does. The offered rate climbs a ladder common to every model, with no\n\
+         10 connections (the pool: its 8 workers' worth) send requests on a fixed\n\
+         schedule, evenly spread, whatever the server does, and each latency counts\n\
+         from the moment its request was *due*, as wrk2 does. The offered rate climbs a ladder common to every model, with no\n\
          idle connections and then with {crowd_size} held silent beside the active ones\n\
          (select: as many as FD_SETSIZE lets it hold). Each step runs {secs} s after\n\
          0.5 s of warm-up; a step is the median by p99 of {rounds} interleaved rounds\n\
