@@ -18,12 +18,33 @@ pub fn start(env: &Env, m: &Model, extra: &[&str]) -> TestServer {
     TestServer::start_command(command)
 }
 
-/// Starts a fresh server of model `m` pinned to core `cpu` (see [`pin`]).
+/// Starts a fresh server of model `m` pinned to core `cpu` (see [`pin`]),
+/// with `--max-conns` high enough for an idle crowd beside the active
+/// connections (a pool takes none: its capacity is its workers and queue).
 pub fn start_pinned(env: &Env, m: &Model, cpu: usize) -> TestServer {
     let mut command = Command::new(env.bin_dir.join(m.bin));
-    command.args(m.args);
+    if m.args.contains(&"pool") {
+        command.args(m.args);
+    } else {
+        command.args(with_max_conns(m.args, "100000"));
+    }
     pin(&mut command, cpu);
     TestServer::start_command(command)
+}
+
+/// `args` with `--max-conns` set to `n`, replacing any the model has.
+pub fn with_max_conns(args: &[&'static str], n: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if *a == "--max-conns" {
+            it.next();
+        } else {
+            out.push((*a).to_string());
+        }
+    }
+    out.extend(["--max-conns".to_string(), n.to_string()]);
+    out
 }
 
 /// Runs `command` on core `cpu` alone, where the machine has two cores or

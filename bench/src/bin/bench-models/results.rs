@@ -95,8 +95,10 @@ pub struct Step {
     /// Idle connections held beside the active ones.
     pub held: usize,
     /// So far behind that requests were still unanswered 10 s after the
-    /// window: no latency to report.
+    /// window, or the run failed: no latency to report.
     pub lost: bool,
+    /// Why the run failed, if it did for another reason than being behind.
+    pub failed: Option<String>,
     /// Rounds that ran this step (a saturated model skips its top steps).
     pub rounds: usize,
 }
@@ -130,6 +132,9 @@ impl Step {
     }
 
     pub fn summary(&self) -> String {
+        if let Some(why) = &self.failed {
+            return format!("{:.0}/s offered: failed: {why}", self.offered);
+        }
         if self.lost {
             return format!("{:.0}/s offered: lost (past saturation)", self.offered);
         }

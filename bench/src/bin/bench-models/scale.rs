@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use testkit::{TestServer, proc};
 
-use crate::drive::json_number;
+use crate::drive::{json_number, with_max_conns};
 use crate::model::{Env, Model};
 use crate::results::{Point, ScalePoint};
 
@@ -162,21 +162,6 @@ fn server_kib(m: &Model, server: &TestServer) -> u64 {
     } else {
         proc::tree_rss_kib(server.pid())
     }
-}
-
-/// `args` with `--max-conns` set to `n`, replacing any the model has.
-fn with_max_conns(args: &[&'static str], n: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if *a == "--max-conns" {
-            it.next();
-        } else {
-            out.push((*a).to_string());
-        }
-    }
-    out.extend(["--max-conns".to_string(), n.to_string()]);
-    out
 }
 
 /// One point: a fresh server, loadgen holding `n` idle connections.

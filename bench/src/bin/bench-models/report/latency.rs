@@ -51,7 +51,7 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
          (select: as many as FD_SETSIZE lets it hold). Each step runs {secs} s after\n\
          0.5 s of warm-up; a step is the median by p99 of {rounds} interleaved rounds\n\
          (each model in turn on a fresh server, so the machine's drifts fall on all\n\
-         alike). A model two steps behind its schedule in a row (under 90% of the\n\
+         alike). A model behind its schedule at a step (under 90% of the\n\
          offered rate carried, or p99 past 100 ms) is past saturation, and its higher\n\
          steps are not run in that round. {pinned}\n\n\
          The generator keeps its schedule to within tens of microseconds (a `timerfd`\n\
@@ -190,8 +190,8 @@ fn steps_table(md: &mut String, all: &All) {
          Achieved rate (and its share of the offered), then p50, p99 and p99.9 in µs,\n\
          none idle | beside the crowd. *gen*: generator-bound; *res*: at the generator's\n\
          resolution; *lost*: requests still unanswered 10 s after the window (past\n\
-         saturation); —: not run (past saturation in every round, or not a model\n\
-         that can hold the crowd).\n\n\
+         saturation); *failed*: the run failed (the log says why); —: not run (past\n\
+         saturation in every round, or not a model that can hold the crowd).\n\n\
          | model | offered/s | none idle: achieved | p50 | p99 | p99.9 | crowd: achieved | p50 | p99 | p99.9 |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -212,6 +212,9 @@ fn steps_table(md: &mut String, all: &All) {
                 let Some(s) = curve.and_then(|c| c.steps.iter().find(|s| s.offered == rate)) else {
                     return "— | — | — | —".into();
                 };
+                if s.failed.is_some() {
+                    return "failed | — | — | —".into();
+                }
                 if s.lost {
                     return "lost | — | — | —".into();
                 }
