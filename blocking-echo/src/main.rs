@@ -12,7 +12,8 @@
 //!   `--max-conns` caps them.
 //! - `--mode pool` is its "improved" fix: `--workers` threads fed by a queue
 //!   of `--queue` accepted connections. When every worker is busy and the
-//!   queue is full, a new client is told `ERR server full` and closed.
+//!   queue is full, a new client is told `ERR server full` and closed. It
+//!   lives in `pool.rs`.
 //! - `--mode fork` (Unix) gives each connection its own process, the
 //!   multiprocess server article 004 recalls; it lives in `fork.rs`, with
 //!   why forking is sound here and how children are reaped.
@@ -29,12 +30,11 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::thread;
 
-use anyhow::bail;
 use log::{debug, info, warn};
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
@@ -44,6 +44,7 @@ mod ceiling;
 mod cli;
 #[cfg(unix)]
 mod fork;
+mod pool;
 
 use cli::{Args, Mode};
 
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     if matches!(args.mode, Mode::Fork) {
-        bail!("--mode fork needs fork(2) (Linux, macOS, the BSDs)");
+        anyhow::bail!("--mode fork needs fork(2) (Linux, macOS, the BSDs)");
     }
     let listener = shared::net::listen(&args.echo.server, false)?;
     let max_line = args.echo.max_line;
@@ -78,7 +79,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let workers = usize::from(args.workers);
             let room =
                 shared::limits::descriptor_room(workers + args.queue, "--workers plus --queue");
-            pool(listener, max_line, workers, args.queue, room)
+            pool::run(listener, max_line, workers, args.queue, room)
         }
         #[cfg(unix)]
         Mode::Fork => fork::run(listener, max_line, args.echo.server.max_conns),
@@ -178,7 +179,7 @@ fn thread_per_connection(listener: TcpListener, max_line: usize, room: Room) -> 
 struct LiveSlot(Arc<AtomicUsize>);
 
 impl LiveSlot {
-    fn take(live: &Arc<AtomicUsize>) -> LiveSlot {
+    pub(crate) fn take(live: &Arc<AtomicUsize>) -> LiveSlot {
         live.fetch_add(1, Ordering::AcqRel);
         LiveSlot(Arc::clone(live))
     }
@@ -187,72 +188,6 @@ impl LiveSlot {
 impl Drop for LiveSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// `workers` threads take accepted connections from a queue of `queue`
-/// places. A full queue is not waited on: blocking the acceptor would only
-/// move the wait into the kernel's backlog, where the client cannot tell a
-/// slow server from a dead one. It is told `ERR server full` instead.
-///
-/// Every connection held, queued or being served, holds a descriptor, so
-/// the pool holds at most `room` of them (workers plus queue, or fewer
-/// where `RLIMIT_NOFILE` allows fewer); one more is refused at once, like
-/// one that finds the queue full, rather than left in the backlog by an
-/// `accept` failing with EMFILE.
-fn pool(
-    listener: TcpListener,
-    max_line: usize,
-    workers: usize,
-    queue: usize,
-    room: Room,
-) -> anyhow::Result<()> {
-    type Job = (TcpStream, SocketAddr, LiveSlot);
-    let (to_workers, jobs) = mpsc::sync_channel::<Job>(queue);
-    let jobs = Arc::new(Mutex::new(jobs));
-    for n in 0..workers {
-        let jobs = Arc::clone(&jobs);
-        thread::Builder::new()
-            .name(format!("worker {n}"))
-            .spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next job.
-                    let job = jobs.lock().expect("no worker panics").recv();
-                    let Ok((stream, peer, _slot)) = job else {
-                        return;
-                    };
-                    handle(stream, peer, max_line);
-                }
-            })?;
-    }
-    let full = if room.conns < workers + queue {
-        room.limit
-    } else {
-        format!("all {workers} workers busy and {queue} connections queued")
-    };
-    let live = Arc::new(AtomicUsize::new(0));
-    // Ready once every worker is there to take a connection.
-    shared::net::announce(&listener)?;
-    let mut shortage = ShortageLog::default();
-    loop {
-        let Some((stream, peer)) = accept(&listener, &mut shortage)? else {
-            continue;
-        };
-        // Only this thread increments, so the check cannot race past it.
-        if live.load(Ordering::Acquire) >= room.conns {
-            shortage.refusing(&full);
-            shared::net::refuse(&stream);
-            continue;
-        }
-        match to_workers.try_send((stream, peer, LiveSlot::take(&live))) {
-            Ok(()) => admitted(peer, &mut shortage),
-            // A worker between its last client and its next job.
-            Err(TrySendError::Full((stream, ..))) => {
-                shortage.refusing(&full);
-                shared::net::refuse(&stream);
-            }
-            Err(TrySendError::Disconnected(_)) => bail!("every worker thread has exited"),
-        }
     }
 }
 
