@@ -25,8 +25,6 @@ use crate::model::{Env, Model};
 use crate::progress;
 use crate::results::{Curve, Step};
 
-/// Rounds of the whole sweep; a step is the median of its rounds.
-const ROUNDS: usize = 3;
 /// Active connections carrying the offered load.
 const ACTIVE: usize = 10;
 /// The latency objective the report's sustainable rate is measured at.
@@ -59,7 +57,7 @@ pub fn runs(env: &Env, m: &Model) -> bool {
 
 /// Steps the whole sweep may take, for the progress bar.
 pub fn planned(env: &Env) -> u64 {
-    let rounds = if env.quick { 1 } else { ROUNDS };
+    let rounds = env.latency_rounds;
     let models = env.models.iter().filter(|m| runs(env, m)).count();
     (rounds * models * 2 * ladder(env).len()) as u64
 }
@@ -96,7 +94,7 @@ fn held(m: &Model, idle: usize) -> Result<usize, String> {
 /// to close the last step's connections (a thread or a process each, for
 /// some models), so that the next step meets it at rest.
 pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
-    let rounds = if env.quick { 1 } else { ROUNDS };
+    let rounds = env.latency_rounds;
     let ladder = ladder(env);
     let crowds = crowds(env);
     // samples[model][crowd][step]

@@ -102,6 +102,15 @@ mod linux {
         /// program); with --counts-only, an older build can be counted
         #[arg(long)]
         pub bin_dir: Option<PathBuf>,
+        /// Only the latency sweep (latency against offered load) and the
+        /// generator's own ceiling: their section of BENCHMARKS.md is
+        /// replaced in the file already there, and their chart redrawn
+        #[arg(long)]
+        pub latency_only: bool,
+        /// Rounds of the latency sweep, a step being their median (default
+        /// 3, quick 1)
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        pub latency_rounds: Option<u16>,
     }
 
     pub fn run(args: Args) -> anyhow::Result<()> {
@@ -149,6 +158,9 @@ mod linux {
             secs: args.secs.unwrap_or(if args.quick { 0.3 } else { 2.0 }),
             quick: args.quick,
             models,
+            latency_rounds: args
+                .latency_rounds
+                .map_or(if args.quick { 1 } else { 3 }, usize::from),
         };
         if args.counts_only {
             for model in &env.models {
@@ -163,6 +175,33 @@ mod linux {
             .iter()
             .find(|m| m.name == "io_uring multishot")
             .unwrap_or(&env.models[0]);
+        if args.latency_only {
+            progress::plan(latency::planned(&env) + latency::generator_steps(&env));
+            let curves = latency::sweep(&env, &env.models)?;
+            let generator = latency::generator_ceiling(&env, fastest)?;
+            progress::finish();
+            let all: Vec<_> = env
+                .models
+                .iter()
+                .zip(curves)
+                .map(|(m, latency)| {
+                    (
+                        *m,
+                        crate::results::Results {
+                            latency,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+            report::splice_latency(&out, &env, &all, (fastest, generator.as_slice()))
+                .context("writing the latency section")?;
+            eprintln!(
+                "replaced the latency section of {}",
+                out.join("BENCHMARKS.md").display()
+            );
+            return Ok(());
+        }
         let counted = if env.quick {
             0
         } else {

@@ -131,4 +131,6 @@ pub struct Env {
     pub quick: bool,
     /// The models measured: all of [`MODELS`], or those `--only` names.
     pub models: Vec<Model>,
+    /// Rounds of the latency sweep (a step is their median).
+    pub latency_rounds: usize,
 }

@@ -34,6 +34,46 @@ pub fn write(out: &Path, env: &Env, all: &All, generator: (&Model, &[Step])) -> 
     Ok(())
 }
 
+/// `--latency-only`: the latency section of the BENCHMARKS.md already in
+/// `out` replaced by this run's (or added before "## CPU"), with a line
+/// that says which run it comes from, and its chart redrawn.
+pub fn splice_latency(
+    out: &Path,
+    env: &Env,
+    all: &All,
+    generator: (&Model, &[Step]),
+) -> anyhow::Result<()> {
+    fs::create_dir_all(out.join("bench/charts"))?;
+    latency::chart(out, all)?;
+    let path = out.join("BENCHMARKS.md");
+    let page = fs::read_to_string(&path)?;
+    let mut section = String::new();
+    latency::section(&mut section, env, all, generator);
+    let note = format!(
+        "\n*This section comes from a run of its own, `bench-models --latency-only \
+         --latency-rounds {} --secs {}`, on the same machine as the rest of the page.*\n",
+        env.latency_rounds, env.secs
+    );
+    let section = match section.find("\n\n") {
+        Some(at) => format!("{}\n{note}{}", &section[..at], &section[at..]),
+        None => section,
+    };
+    const HEADING: &str = "\n## Latency against offered load\n";
+    let without = match page.find(HEADING) {
+        Some(start) => {
+            let end = page[start + HEADING.len()..]
+                .find("\n## ")
+                .map_or(page.len(), |e| start + HEADING.len() + e);
+            format!("{}{}", &page[..start], &page[end..])
+        }
+        None => page,
+    };
+    let at = without.find("\n## CPU").unwrap_or(without.len());
+    let page = format!("{}{}{}", &without[..at], section, &without[at..]);
+    fs::write(path, page)?;
+    Ok(())
+}
+
 fn header(md: &mut String, env: &Env) {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -174,14 +174,16 @@ pub struct Curve {
 }
 
 impl Curve {
-    /// The highest offered rate at which the objective holds, counting up
-    /// the ladder until the first step that misses it.
+    /// The highest offered rate at which the objective holds. (Not "every
+    /// step below it too": this machine stalls now and then for tens of
+    /// milliseconds, whatever runs, and a stall that lands on a low step
+    /// would otherwise hide every step above it.)
     pub fn sustainable(&self) -> Option<f64> {
         self.steps
             .iter()
-            .take_while(|s| s.meets_objective())
-            .last()
+            .filter(|s| s.meets_objective())
             .map(|s| s.offered)
+            .reduce(f64::max)
     }
 
     pub fn summary(&self) -> String {

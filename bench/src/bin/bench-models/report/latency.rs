@@ -37,7 +37,13 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
         "This machine has one core: server and generator share it."
     };
     let secs = if env.quick { 0.3 } else { env.secs };
-    let rounds = if env.quick { 1 } else { 3 };
+    let rounds = if env.latency_rounds == 1 {
+        "one round (a run with `--latency-rounds 3` reports the median of three\n\
+         interleaved rounds"
+            .to_string()
+    } else {
+        format!("{} interleaved rounds", env.latency_rounds)
+    };
     let _ = write!(
         md,
         "\n## Latency against offered load\n\n\
@@ -49,9 +55,8 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
          from the moment its request was *due*, as wrk2 does. The offered rate climbs a ladder common to every model, with no\n\
          idle connections and then with {crowd_size} held silent beside the active ones\n\
          (select: as many as FD_SETSIZE lets it hold). Each step runs {secs} s after\n\
-         0.5 s of warm-up; a step is the median by p99 of {rounds} interleaved rounds\n\
-         (each model in turn on a fresh server, so the machine's drifts fall on all\n\
-         alike). A model behind its schedule at a step (under 90% of the\n\
+         0.5 s of warm-up; a step is the median by p99 of {rounds}, each model in turn\n\
+         on a fresh server, so the machine's drifts fall on all alike). A model behind its schedule at a step (under 90% of the\n\
          offered rate carried, or p99 past 100 ms) is past saturation, and its higher\n\
          steps are not run in that round. {pinned}\n\n\
          The generator keeps its schedule to within tens of microseconds (a `timerfd`\n\
@@ -60,7 +65,9 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
          **generator-bound**: that figure is the generator's ceiling, not the server's.\n\
          A step whose p99 is no more than the generator's lateness is marked *at the\n\
          generator's resolution*. The objective is p99 under {:.0} ms with 95% or more\n\
-         of the offered rate carried.\n",
+         of the offered rate carried; a model's figure is the highest step that meets\n\
+         it (this machine stalls now and then for tens of milliseconds, whatever runs,\n\
+         and a stall during a low step shows as a p99 near 1 ms there).\n",
         OBJECTIVE_US / 1000.0
     );
     generator_table(md, generator);
@@ -137,7 +144,7 @@ fn objective_table(md: &mut String, all: &All, crowd_size: usize) {
     );
     let rate = |c: Option<&Curve>| match c {
         None => "—".to_string(),
-        Some(c) if c.why_not.is_some() => "not run".into(),
+        Some(c) if c.why_not.is_some() => String::new(),
         Some(c) => match c.sustainable() {
             Some(r) => format!("{r:.0}/s{}", top_note(c, r)),
             None => "below the lowest step".into(),
