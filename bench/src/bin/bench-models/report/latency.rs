@@ -253,62 +253,70 @@ fn steps_table(md: &mut String, all: &All) {
 }
 
 /// The comparison with Gammo, Brecht et al.: select and poll beside a
-/// crowd, against their own figures without one.
+/// crowd, against the event mechanisms that do not walk every descriptor,
+/// at one offered rate (40 000 requests/s) and at the most each carried.
 fn paper(md: &mut String, all: &All) {
-    let loss = |name: &str| -> Option<(usize, f64, f64, f64, f64)> {
-        let (_, r) = all.iter().find(|(m, _)| m.name == name)?;
-        let (q, c) = (quiet(&r.latency)?, crowd(&r.latency)?);
-        let best = |c: &Curve| c.steps.iter().map(|s| s.achieved).fold(0.0, f64::max);
-        Some((
-            c.held,
-            q.sustainable().unwrap_or(0.0),
-            c.sustainable().unwrap_or(0.0),
-            best(q),
-            best(c),
-        ))
+    const RATE: f64 = 40_000.0;
+    let at = |c: &Curve| {
+        c.steps
+            .iter()
+            .find(|s| s.offered == RATE && !s.lost)
+            .cloned()
     };
-    let pct = |a: f64, b: f64| if a > 0.0 { (a - b) / a * 100.0 } else { 0.0 };
-    let mut text = String::from(
+    let best = |c: &Curve| c.steps.iter().map(|s| s.achieved).fold(0.0, f64::max);
+    let mut lines = Vec::new();
+    for (name, label) in [
+        ("poll", "poll"),
+        ("select", "select"),
+        ("selectors (polling, epoll)", "selectors (epoll)"),
+        ("epoll LT, HTTP", "epoll-http LT"),
+        ("io_uring multishot", "io_uring multishot"),
+    ] {
+        let Some((_, r)) = all.iter().find(|(m, _)| m.name == name) else {
+            continue;
+        };
+        let (Some(q), Some(c)) = (quiet(&r.latency), crowd(&r.latency)) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (at(q), at(c)) else {
+            continue;
+        };
+        lines.push(format!(
+            "- {label} with {} idle connections: at {:.0}k requests/s offered, p50 {:.0} µs → \
+             {:.0} µs and p99 {:.0} µs → {:.0} µs beside the crowd; the most it carried, \
+             {:.0}k → {:.0}k requests/s",
+            c.held,
+            RATE / 1000.0,
+            a.p50_us,
+            b.p50_us,
+            a.p99_us,
+            b.p99_us,
+            best(q) / 1000.0,
+            best(c) / 1000.0
+        ));
+    }
+    let _ = write!(
+        md,
         "\n### Beside Gammo, Brecht et al. (2004)\n\n\
          Gammo, Brecht, Shukla and Pariag (\"Comparing and Evaluating epoll, select, and\n\
          poll Event Mechanisms\", Ottawa Linux Symposium 2004) drove the µserver, an\n\
          event-driven HTTP server, at rising request rates. Without idle connections,\n\
          select and poll performed comparably to epoll; with 10,000 idle connections\n\
-         added, the performance of select and poll degraded by up to 79%, while epoll's\n\
-         held (Linux Symposium 2004, volume one, p. 222).",
+         added, the performance of select and poll degraded by up to 79% in replies per\n\
+         second, while epoll's held (Linux Symposium 2004, volume one, p. 222).\n\n\
+         Here, at the same offered rate, none idle → the crowd:\n\n{}.\n\n\
+         Our poll keeps up in throughput to the ladder's top, since one generator on one\n\
+         core cannot offer it more than about 100 000 requests/s (the table above); what\n\
+         the crowd costs it is latency: every `poll` call hands the kernel all 10 000\n\
+         descriptors and walks them, so each batch waits that walk, and its p50 rises by\n\
+         an order of magnitude while epoll's, io_uring's and the thread models' stay\n\
+         where they were. That is the paper's loss seen from the other side: their\n\
+         server was CPU-bound at its peak, so the walk took replies away; ours has a\n\
+         core to spare at these rates, so the walk shows as delay. Their select stood at\n\
+         the same FD_SETSIZE wall as ours, so their 10,000 idle connections are our\n\
+         poll's comparison; our select shows the wall itself, at about a thousand.\n",
+        lines.join(";\n")
     );
-    for (name, label) in [("poll", "poll"), ("select", "select")] {
-        if let Some((held, q, c, bq, bc)) = loss(name) {
-            let _ = write!(
-                text,
-                " Here, {label} with {held} idle connections carried at most {bc:.0} requests/s\n\
-                 against {bq:.0} with none ({:.0}% less), and its rate at p99 under 1 ms went\n\
-                 from {q:.0}/s to {c:.0}/s ({:.0}% less).",
-                pct(bq, bc),
-                pct(q, c)
-            );
-        }
-    }
-    for name in [
-        "selectors (polling, epoll)",
-        "epoll LT, HTTP",
-        "io_uring multishot",
-    ] {
-        if let Some((held, q, c, bq, bc)) = loss(name) {
-            let _ = write!(
-                text,
-                " {name}, beside {held}: at most {bc:.0}/s against {bq:.0}/s ({:+.0}%), p99 under\n\
-                 1 ms up to {c:.0}/s against {q:.0}/s.",
-                -pct(bq, bc)
-            );
-        }
-    }
-    text.push_str(
-        " Their select stood at the same FD_SETSIZE wall as ours, so their 10,000 idle\n\
-         connections are our poll's comparison; our select shows the wall itself, at\n\
-         about a thousand.\n",
-    );
-    md.push_str(&text);
 }
 
 /// `bench/charts/latency-offered.svg`: p99 (log) against offered load, one
