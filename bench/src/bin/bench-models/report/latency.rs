@@ -306,7 +306,7 @@ fn paper(md: &mut String, all: &All) {
          second, while epoll's held (Linux Symposium 2004, volume one, p. 222).\n\n\
          Here, at the same offered rate, none idle → the crowd:\n\n{}.\n\n\
          Our poll keeps up in throughput to the ladder's top, since one generator on one\n\
-         core cannot offer it more than about 100 000 requests/s (the table above); what\n\
+         core cannot offer it more than its own ceiling (the table above); what\n\
          the crowd costs it is latency: every `poll` call hands the kernel all 10 000\n\
          descriptors and walks them, so each batch waits that walk, and its p50 rises by\n\
          an order of magnitude while epoll's, io_uring's and the thread models' stay\n\
