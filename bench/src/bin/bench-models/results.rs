@@ -101,6 +101,9 @@ pub struct Step {
     pub failed: Option<String>,
     /// Rounds that ran this step (a saturated model skips its top steps).
     pub rounds: usize,
+    /// Rounds set aside because the generator fell behind in them while
+    /// another round of the step kept to its schedule.
+    pub set_aside: usize,
 }
 
 impl Step {
