@@ -140,10 +140,14 @@ fn generator_table(md: &mut String, (m, steps): (&Model, &[Step])) {
     let _ = match held {
         Some(rate) => writeln!(
             md,
-            "\nThe generator holds its schedule up to {rate:.0} requests/s here. On two\n\
-             cores, one for each, the fastest models may not saturate before the generator\n\
-             does: where a model's curve stays flat to the ladder's top, its knee lies\n\
-             beyond what this machine can offer it, and the table says so."
+            "\nThe generator holds its schedule up to {rate:.0} requests/s here, against\n\
+             this server; in the sweep it held more against some servers and less against\n\
+             others. So a step is judged by the generator's own lateness in that step, not\n\
+             by this table: a step above this rate is the server's figure only where the\n\
+             generator kept to its schedule there. On two cores, one for each, the fastest\n\
+             models may not saturate before the generator does: where a model's curve\n\
+             stays flat to the ladder's top, its knee lies beyond what this machine can\n\
+             offer it, and the 1 ms table says so (\"the ladder's top\")."
         ),
         None => writeln!(
             md,
