@@ -49,6 +49,7 @@ uring_suite!(protocol, SPEC:
     ends_by_sigterm,
     over_long_line_then_half_close,
     descriptor_limit_raised,
+    replies_are_not_held_back,
 );
 
 uring_suite!(single_shot_protocol, SINGLE:
@@ -66,6 +67,7 @@ uring_suite!(single_shot_protocol, SINGLE:
     ends_by_sigterm,
     over_long_line_then_half_close,
     descriptor_limit_raised,
+    replies_are_not_held_back,
 );
 
 /// Many clients that never read, against the default ring, a ring of four

@@ -534,7 +534,126 @@ macro_rules! echo_suite {
         fn descriptor_limit_raised() {
             $crate::suite::descriptor_limit_raised(&SPEC);
         }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn replies_are_not_held_back() {
+            $crate::suite::replies_are_not_held_back(&SPEC);
+        }
     };
+}
+
+/// Replies go out the moment they are written, not held back by Nagle's
+/// algorithm: a server that leaves it on holds a small reply while an
+/// earlier one is unacknowledged, and a client whose ACK is delayed (as
+/// Linux delays it, to ride on the next request) then meets the reply one
+/// request later. Under an open loop that showed as a p99 of one
+/// connection's interval between requests, whatever the model. Read from
+/// outside: every TCP socket of the server and of its children, taken with
+/// `pidfd_getfd` after a round trip, must have `TCP_NODELAY` set, and the
+/// client's own connection must be among them.
+#[cfg(target_os = "linux")]
+pub fn replies_are_not_held_back(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    let mut client = server.connect();
+    assert_eq!(client.request("nagle"), spec.reply("nagle"));
+    every_tcp_socket_has_nodelay(&server);
+}
+
+/// Every TCP socket of `server` and of its children has `TCP_NODELAY`
+/// set, and there are a listener and at least one connection among them
+/// (see [`replies_are_not_held_back`]). Call it with a client connected
+/// and answered.
+#[cfg(target_os = "linux")]
+pub fn every_tcp_socket_has_nodelay(server: &TestServer) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    let mut pids = vec![server.pid() as libc::pid_t];
+    // A process per connection: the connection lives in a child.
+    let children = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        server.pid(),
+        server.pid()
+    ))
+    .unwrap_or_default();
+    pids.extend(
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+    );
+    let (mut streams, mut listeners) = (0, 0);
+    for pid in pids {
+        // SAFETY: pidfd_open takes a pid and flags, no pointers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            continue; // a child that has exited since
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned here alone.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|f| f.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !target.to_string_lossy().starts_with("socket:") {
+                continue;
+            }
+            // SAFETY: pidfd_getfd takes two descriptors and flags, no pointers.
+            let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            assert!(
+                copy >= 0,
+                "pidfd_getfd: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a descriptor pidfd_getfd just returned, owned here alone.
+            let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+            let option = |level, name| {
+                let mut value: libc::c_int = 0;
+                let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt writes at most `len` bytes into
+                // `value`, a live local of that size, and its length into `len`.
+                let got = unsafe {
+                    libc::getsockopt(
+                        copy.as_raw_fd(),
+                        level,
+                        name,
+                        (&raw mut value).cast(),
+                        &mut len,
+                    )
+                };
+                (got == 0).then_some(value)
+            };
+            if option(libc::SOL_SOCKET, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP) {
+                continue; // a Unix socket pair, a signalfd's neighbour
+            }
+            let listening = option(libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);
+            assert_eq!(
+                option(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+                Some(1),
+                "{} descriptor {fd} of process {pid}: TCP_NODELAY is off",
+                if listening {
+                    "the listening socket,"
+                } else {
+                    "a connection,"
+                }
+            );
+            if listening {
+                listeners += 1;
+            } else {
+                streams += 1;
+            }
+        }
+    }
+    assert!(listeners >= 1, "no listening socket found");
+    assert!(streams >= 1, "the client's connection was not found");
 }
 
 /// More clients than `--max-conns` 20: the extra five are told
