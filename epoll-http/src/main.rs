@@ -89,6 +89,11 @@ mod server {
 
     pub fn run(args: Args) -> anyhow::Result<()> {
         let listener = shared::net::listen(&args.server, true)?;
+        // shared's listener hands every connection TCP_NODELAY; article 003
+        // shows it as an option beside TCP_CORK, so here connections start
+        // with Nagle's algorithm on and `--nodelay` turns it off, per
+        // connection, as the article does.
+        SockRef::from(&listener).set_tcp_nodelay(false)?;
         // The article's `epoll = select.epoll()` ...
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create1")?;
         let edge = if args.edge {

@@ -108,13 +108,16 @@ pub const MODELS: &[Model] = &[
     Model {
         name: "epoll LT, HTTP",
         bin: "epoll-http",
+        // Nagle off, as every echo server has it: otherwise a reply can
+        // wait for the client's delayed ACK.
+        args: &["--nodelay"],
         proto: "http",
         ..ECHO
     },
     Model {
         name: "epoll ET, HTTP",
         bin: "epoll-http",
-        args: &["--edge"],
+        args: &["--edge", "--nodelay"],
         proto: "http",
         ..ECHO
     },
