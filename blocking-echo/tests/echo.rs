@@ -179,59 +179,26 @@ fn pool_refuses_past_the_descriptor_limit() {
 #[test]
 fn fork_mode_stops_when_its_wake_up_pair_is_full() {
     use std::io::Write;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::net::UnixStream;
 
     let server = TestServer::start(BIN, &["--mode", "fork"]);
     let pid = server.pid() as libc::pid_t;
-    // SAFETY: pidfd_open takes a pid and flags, no pointers.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
+    let Some(sockets) = testkit::proc::socket_copies(server.pid()) else {
         eprintln!(
             "pidfd_open: {}: this kernel cannot run the check",
             std::io::Error::last_os_error()
         );
         return;
-    }
-    // SAFETY: a descriptor pidfd_open just returned, owned here alone.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    let mut pair = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        let entry = entry.unwrap();
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if !target.to_string_lossy().starts_with("socket:") {
-            continue;
-        }
-        let fd: i32 = entry.file_name().to_str().unwrap().parse().unwrap();
-        // SAFETY: pidfd_getfd takes two descriptors and flags, no pointers.
-        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        assert!(
-            copy >= 0,
-            "pidfd_getfd: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a descriptor pidfd_getfd just returned, owned here alone.
-        let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
-        // The listener is a TCP socket; the pair's two ends are Unix ones.
-        let mut domain: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `domain`, a
-        // live local of that size, and its length into `len`.
-        let got = unsafe {
-            libc::getsockopt(
-                copy.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_DOMAIN,
-                (&raw mut domain).cast(),
-                &mut len,
-            )
-        };
-        if got == 0 && domain == libc::AF_UNIX {
-            pair.push(UnixStream::from(copy));
-        }
-    }
+    };
+    // The listener is a TCP socket; the pair's two ends are Unix ones.
+    let mut pair: Vec<UnixStream> = sockets
+        .into_iter()
+        .filter(|(_, s)| {
+            testkit::proc::socket_option(s, libc::SOL_SOCKET, libc::SO_DOMAIN)
+                == Some(libc::AF_UNIX)
+        })
+        .map(|(_, s)| UnixStream::from(s))
+        .collect();
     assert_eq!(pair.len(), 2, "the server's wake-up pair");
     let signal = |sig| {
         // SAFETY: kill only sends a signal, to the server this test started.

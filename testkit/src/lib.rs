@@ -861,6 +861,68 @@ pub mod proc {
         };
         max_of("/proc/sys/net/ipv4/tcp_rmem") + max_of("/proc/sys/net/ipv4/tcp_wmem")
     }
+
+    /// Copies of every socket descriptor `pid` holds, each with its number
+    /// there, taken with `pidfd_getfd` (Linux 5.6; allowed to an ancestor
+    /// of the process, as a test is of the server it started). `None`
+    /// where the kernel cannot, or the process has ended.
+    pub fn socket_copies(pid: u32) -> Option<Vec<(i32, std::os::fd::OwnedFd)>> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: pidfd_open takes a pid and flags, no pointers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if pidfd < 0 {
+            return None;
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned here alone.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        let mut copies = Vec::new();
+        for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+            let is_socket = fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|f| f.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !is_socket {
+                continue;
+            }
+            // SAFETY: pidfd_getfd takes two descriptors and flags, no pointers.
+            let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+            assert!(
+                copy >= 0,
+                "pidfd_getfd: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a descriptor pidfd_getfd just returned, owned here alone.
+            copies.push((fd, unsafe { OwnedFd::from_raw_fd(copy as i32) }));
+        }
+        Some(copies)
+    }
+
+    /// An integer socket option of `socket` (`getsockopt`), if it has it.
+    pub fn socket_option(
+        socket: &impl std::os::fd::AsRawFd,
+        level: libc::c_int,
+        name: libc::c_int,
+    ) -> Option<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, a
+        // live local of that size, and its length into `len`.
+        let got = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        (got == 0).then_some(value)
+    }
 }
 
 /// A thread-per-connection line server on a thread of the test, answering

@@ -565,78 +565,22 @@ pub fn replies_are_not_held_back(spec: &EchoSpec) {
 /// and answered.
 #[cfg(target_os = "linux")]
 pub fn every_tcp_socket_has_nodelay(server: &TestServer) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use super::proc::{socket_copies, socket_option, tree};
 
-    let mut pids = vec![server.pid() as libc::pid_t];
-    // A process per connection: the connection lives in a child.
-    let children = std::fs::read_to_string(format!(
-        "/proc/{}/task/{}/children",
-        server.pid(),
-        server.pid()
-    ))
-    .unwrap_or_default();
-    pids.extend(
-        children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<libc::pid_t>().ok()),
-    );
     let (mut streams, mut listeners) = (0, 0);
-    for pid in pids {
-        // SAFETY: pidfd_open takes a pid and flags, no pointers.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd < 0 {
-            continue; // a child that has exited since
-        }
-        // SAFETY: a descriptor pidfd_open just returned, owned here alone.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for entry in dir.flatten() {
-            let Ok(target) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|f| f.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if !target.to_string_lossy().starts_with("socket:") {
-                continue;
+    // A process per connection: the connection lives in a child.
+    for pid in tree(server.pid()) {
+        // A child that has ended since is left out.
+        for (fd, socket) in socket_copies(pid).unwrap_or_default() {
+            if socket_option(&socket, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                != Some(libc::IPPROTO_TCP)
+            {
+                continue; // a Unix socket pair
             }
-            // SAFETY: pidfd_getfd takes two descriptors and flags, no pointers.
-            let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-            assert!(
-                copy >= 0,
-                "pidfd_getfd: {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: a descriptor pidfd_getfd just returned, owned here alone.
-            let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
-            let option = |level, name| {
-                let mut value: libc::c_int = 0;
-                let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: getsockopt writes at most `len` bytes into
-                // `value`, a live local of that size, and its length into `len`.
-                let got = unsafe {
-                    libc::getsockopt(
-                        copy.as_raw_fd(),
-                        level,
-                        name,
-                        (&raw mut value).cast(),
-                        &mut len,
-                    )
-                };
-                (got == 0).then_some(value)
-            };
-            if option(libc::SOL_SOCKET, libc::SO_PROTOCOL) != Some(libc::IPPROTO_TCP) {
-                continue; // a Unix socket pair, a signalfd's neighbour
-            }
-            let listening = option(libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);
+            let listening =
+                socket_option(&socket, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);
             assert_eq!(
-                option(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+                socket_option(&socket, libc::IPPROTO_TCP, libc::TCP_NODELAY),
                 Some(1),
                 "{} descriptor {fd} of process {pid}: TCP_NODELAY is off",
                 if listening {
