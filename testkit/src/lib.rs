@@ -864,21 +864,22 @@ pub mod proc {
 
     /// Copies of every socket descriptor `pid` holds, each with its number
     /// there, taken with `pidfd_getfd` (Linux 5.6; allowed to an ancestor
-    /// of the process, as a test is of the server it started). `None`
-    /// where the kernel cannot, or the process has ended.
-    pub fn socket_copies(pid: u32) -> Option<Vec<(i32, std::os::fd::OwnedFd)>> {
+    /// of the process, as a test is of the server it started). A
+    /// descriptor closed while they are taken is left out. The error is
+    /// `ENOSYS` where the kernel cannot, `ESRCH` or `ENOENT` where the
+    /// process has ended.
+    pub fn socket_copies(pid: u32) -> std::io::Result<Vec<(i32, std::os::fd::OwnedFd)>> {
+        use std::io::Error;
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         // SAFETY: pidfd_open takes a pid and flags, no pointers.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if pidfd < 0 {
-            return None;
+            return Err(Error::last_os_error());
         }
         // SAFETY: a descriptor pidfd_open just returned, owned here alone.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
         let mut copies = Vec::new();
-        for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
-            let is_socket = fs::read_link(entry.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        for entry in fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
             let Some(fd) = entry
                 .file_name()
                 .to_str()
@@ -886,20 +887,24 @@ pub mod proc {
             else {
                 continue;
             };
+            let is_socket = fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
             if !is_socket {
                 continue;
             }
             // SAFETY: pidfd_getfd takes two descriptors and flags, no pointers.
             let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-            assert!(
-                copy >= 0,
-                "pidfd_getfd: {}",
-                std::io::Error::last_os_error()
-            );
+            if copy < 0 {
+                let error = Error::last_os_error();
+                if error.raw_os_error() == Some(libc::EBADF) {
+                    continue; // closed since it was listed
+                }
+                return Err(error);
+            }
             // SAFETY: a descriptor pidfd_getfd just returned, owned here alone.
             copies.push((fd, unsafe { OwnedFd::from_raw_fd(copy as i32) }));
         }
-        Some(copies)
+        Ok(copies)
     }
 
     /// An integer socket option of `socket` (`getsockopt`), if it has it.
