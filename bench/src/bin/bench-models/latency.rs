@@ -113,6 +113,12 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
                 let server = start_pinned(env, m, 0);
                 let at_rest = testkit::proc::tree_fd_count(server.pid());
                 let mut behind = false;
+                // The round's p99 at each step, for the log.
+                let mut line = format!(
+                    "   round {} of {rounds}, {}, {hold} idle: p99",
+                    round + 1,
+                    m.name
+                );
                 for (k, &rate) in ladder.iter().enumerate() {
                     if behind {
                         progress::skip(1);
@@ -128,8 +134,17 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
                         round + 1,
                         m.name
                     ));
+                    line.push_str(&if step.lost {
+                        format!(" {:.0}k lost", rate / 1000.0)
+                    } else {
+                        format!(" {:.0}k {:.0} µs", rate / 1000.0, step.p99_us)
+                    });
+                    if step.generator_bound() {
+                        line.push_str(" (generator late)");
+                    }
                     samples[i][c][k].push(step);
                 }
+                progress::say(&line);
             }
         }
     }

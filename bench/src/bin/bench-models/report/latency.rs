@@ -85,8 +85,12 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
          generator's lateness is marked *at the generator's resolution*. The objective\n\
          is p99 under {:.0} ms with 95% or more of the offered rate carried, at a step\n\
          that is not generator-bound; a model's figure is the highest step that meets\n\
-         it (this machine stalls now and then for tens of milliseconds, whatever runs,\n\
-         and a stall during a low step shows as a p99 near 1 ms there).\n",
+         it. This machine stalls now and then for milliseconds, whatever runs, and\n\
+         more often beside the idle crowd; a stall in most rounds of a step\n\
+         shows as a p99 near or past 1 ms there, even at a low step, so a figure\n\
+         beside the crowd can move by a few ladder steps from one full run to the\n\
+         next. A model that misses the objective at every step beside the crowd is\n\
+         hurt by the crowd itself, not by a stall.\n",
         OBJECTIVE_US / 1000.0
     );
     generator_table(md, generator);
