@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -15,8 +15,8 @@ use shared::net::ShortageLog;
 
 use crate::{LiveSlot, accept, admitted, handle};
 
-/// `workers` threads take accepted connections from a queue of `queue`
-/// places. A full queue is not waited on: blocking the acceptor would only
+/// `workers` threads take accepted connections from a queue, where at most
+/// `queue` wait while every worker is busy. A full queue is not waited on: blocking the acceptor would only
 /// move the wait into the kernel's backlog, where the client cannot tell a
 /// slow server from a dead one. It is told `ERR server full` instead.
 ///
@@ -33,7 +33,12 @@ pub fn run(
     room: Room,
 ) -> anyhow::Result<()> {
     type Job = (TcpStream, SocketAddr, LiveSlot);
-    let (to_workers, jobs) = mpsc::sync_channel::<Job>(queue);
+    // The bound is `live`, below: every connection held, waiting or served.
+    // The channel has a place for each of them, because a job waits in it
+    // until a worker takes it, and a burst can arrive before an idle worker
+    // has: a channel of only `queue` places would refuse the client after
+    // the queue's worth while workers sat idle.
+    let (to_workers, jobs) = mpsc::sync_channel::<Job>(room.conns);
     let jobs = Arc::new(Mutex::new(jobs));
     for n in 0..workers {
         let jobs = Arc::clone(&jobs);
@@ -69,14 +74,11 @@ pub fn run(
             shared::net::refuse(&stream);
             continue;
         }
-        match to_workers.try_send((stream, peer, LiveSlot::take(&live))) {
+        // Never blocks: `live` is under `room.conns`, and every job in the
+        // channel holds a slot of it.
+        match to_workers.send((stream, peer, LiveSlot::take(&live))) {
             Ok(()) => admitted(peer, &mut shortage),
-            // A worker between its last client and its next job.
-            Err(TrySendError::Full((stream, ..))) => {
-                shortage.refusing(&full);
-                shared::net::refuse(&stream);
-            }
-            Err(TrySendError::Disconnected(_)) => bail!("every worker thread has exited"),
+            Err(_) => bail!("every worker thread has exited"),
         }
     }
 }

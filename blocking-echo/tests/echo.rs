@@ -98,6 +98,50 @@ fn pool_refuses_when_the_queue_is_full() {
     assert_eq!(queued.read_line().unwrap(), b"QUEUED\n");
 }
 
+/// Pool mode takes as many clients arriving at once as it has workers and
+/// places in its queue: a worker that has not yet taken its first client
+/// leaves room, it is not a full queue. Eight clients connect together to
+/// four workers and a queue of four, and a ninth is told `ERR server full`.
+/// The acceptor writes refusals in the order it accepts, so a refusal to
+/// any of the eight would already be in its socket when the ninth's
+/// arrives: none may have one. Then each of the eight is answered, the
+/// queued ones as the served ones leave.
+#[test]
+fn pool_takes_a_burst_up_to_its_capacity() {
+    let server = TestServer::start(BIN, &["--mode", "pool", "--workers", "4", "--queue", "4"]);
+    let burst: Vec<_> = (0..8).map(|_| server.connect()).collect();
+    let mut ninth = server.connect();
+    let ninth_got = ninth.read_line();
+    let refused: Vec<usize> = (0..8)
+        .filter(|&i| {
+            let stream = burst[i].stream();
+            stream.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let waiting = matches!(stream.peek(&mut byte),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            stream.set_nonblocking(false).unwrap();
+            !waiting
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "clients {refused:?} of the 8, within the pool's capacity, were refused or closed \
+         (the ninth got {ninth_got:?})\n{}",
+        server.log()
+    );
+    assert_eq!(ninth_got.unwrap(), b"ERR server full\n");
+    // Each asks and leaves once answered, which frees a worker for one that
+    // is queued.
+    let served: Vec<_> = burst
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| std::thread::spawn(move || client.request(&format!("client {i}"))))
+        .collect();
+    for (i, reply) in served.into_iter().enumerate() {
+        assert_eq!(reply.join().unwrap(), format!("CLIENT {i}\n"));
+    }
+}
+
 /// Pool mode under a descriptor limit lower than workers plus queue:
 /// `RLIMIT_NOFILE` 64 leaves room for 48 clients (64 less the 16 a server
 /// keeps), so with 16 workers and a queue of 200, of 100 clients 16 are
