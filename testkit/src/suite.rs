@@ -553,20 +553,11 @@ macro_rules! echo_suite {
 /// client's own connection must be among them.
 #[cfg(target_os = "linux")]
 pub fn replies_are_not_held_back(spec: &EchoSpec) {
+    use super::proc::{socket_copies, socket_option, tree};
+
     let server = spec.start(&[]);
     let mut client = server.connect();
     assert_eq!(client.request("nagle"), spec.reply("nagle"));
-    every_tcp_socket_has_nodelay(&server);
-}
-
-/// Every TCP socket of `server` and of its children has `TCP_NODELAY`
-/// set, and there are a listener and at least one connection among them
-/// (see [`replies_are_not_held_back`]). Call it with a client connected
-/// and answered.
-#[cfg(target_os = "linux")]
-pub fn every_tcp_socket_has_nodelay(server: &TestServer) {
-    use super::proc::{socket_copies, socket_option, tree};
-
     let (mut streams, mut listeners) = (0, 0);
     // A process per connection: the connection lives in a child.
     for pid in tree(server.pid()) {
@@ -586,23 +577,18 @@ pub fn every_tcp_socket_has_nodelay(server: &TestServer) {
             {
                 continue; // a Unix socket pair
             }
-            let listening =
-                socket_option(&socket, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1);
+            let (what, count) =
+                if socket_option(&socket, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1) {
+                    ("the listening socket", &mut listeners)
+                } else {
+                    ("a connection", &mut streams)
+                };
             assert_eq!(
                 socket_option(&socket, libc::IPPROTO_TCP, libc::TCP_NODELAY),
                 Some(1),
-                "{} descriptor {fd} of process {pid}: TCP_NODELAY is off",
-                if listening {
-                    "the listening socket,"
-                } else {
-                    "a connection,"
-                }
+                "{what}, descriptor {fd} of process {pid}: TCP_NODELAY is off",
             );
-            if listening {
-                listeners += 1;
-            } else {
-                streams += 1;
-            }
+            *count += 1;
         }
     }
     assert!(listeners >= 1, "no listening socket found");
