@@ -152,41 +152,16 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
     for (m, per_crowd) in models.iter().zip(samples) {
         let mut curves = Vec::new();
         for (&idle, per_step) in crowds.iter().zip(per_crowd) {
-            let mut curve = Curve {
+            curves.push(Curve {
                 idle,
                 held: held(m, idle).unwrap_or(0),
-                why_not: held(m, idle).err(),
-                steps: Vec::new(),
-            };
-            if !runs(env, m) {
-                curve.why_not = Some("not run with --quick".into());
-            }
-            for s in per_step {
-                if s.is_empty() {
-                    continue;
-                }
-                let rounds_run = s.len();
-                // A round in which the generator fell behind its schedule
-                // measured this machine's stall (or the generator), not the
-                // server: it is set aside where another round kept to the
-                // schedule. A step where every round fell behind stays
-                // generator-bound.
-                let mut kept: Vec<Step> = if s.iter().all(Step::generator_bound) {
-                    s
+                why_not: if runs(env, m) {
+                    held(m, idle).err()
                 } else {
-                    s.into_iter().filter(|r| !r.generator_bound()).collect()
-                };
-                // The median round by p99, the figure the objective reads
-                // (of two, the higher).
-                kept.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
-                let set_aside = rounds_run - kept.len();
-                let at = kept.len() / 2;
-                let mut step = kept.swap_remove(at);
-                step.rounds = rounds_run;
-                step.set_aside = set_aside;
-                curve.steps.push(step);
-            }
-            curves.push(curve);
+                    Some("not run with --quick".into())
+                },
+                steps: per_step.into_iter().filter_map(median_round).collect(),
+            });
         }
         if !curves.iter().all(|c| c.steps.is_empty()) {
             progress::say(&format!("== latency against offered load: {}", m.name));
@@ -197,6 +172,31 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
         all.push(curves);
     }
     Ok(all)
+}
+
+/// A step's figure from its rounds: the median round by p99, the figure
+/// the objective reads (of two, the higher). A round in which the
+/// generator fell behind its schedule measured this machine's stall (or
+/// the generator), not the server: it is set aside where another round
+/// kept to the schedule. A step where every round fell behind stays
+/// generator-bound. `None` for a step no round ran.
+fn median_round(rounds: Vec<Step>) -> Option<Step> {
+    let run = rounds.len();
+    let mut kept: Vec<Step> = if rounds.iter().all(Step::generator_bound) {
+        rounds
+    } else {
+        rounds
+            .into_iter()
+            .filter(|r| !r.generator_bound())
+            .collect()
+    };
+    kept.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
+    let set_aside = run - kept.len();
+    let at = kept.len() / 2;
+    let mut step = kept.into_iter().nth(at)?;
+    step.rounds = run;
+    step.set_aside = set_aside;
+    Some(step)
 }
 
 /// One step: loadgen's open loop at `rate` against `server`, with `idle`
