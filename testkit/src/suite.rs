@@ -8,6 +8,7 @@
 use std::io::ErrorKind;
 use std::sync::Barrier;
 use std::thread;
+use std::time::Duration;
 
 use super::TestServer;
 
@@ -99,13 +100,20 @@ pub fn pipelined_1000(spec: &EchoSpec) {
     assert!(got == expected, "replies differ: {}", summary(&got));
 }
 
-/// A line sent one byte per write (one segment each, Nagle off) is one reply.
+/// A line sent one byte per write (one segment each, Nagle off) is one
+/// reply, and nothing comes back before its newline: a server that took
+/// one `recv` for one message would answer each byte.
 pub fn byte_by_byte(spec: &EchoSpec) {
     let server = spec.start(&[]);
     let mut client = server.connect();
-    for &b in b"split into single bytes\n" {
+    for &b in b"split into single bytes" {
         client.send(&[b]);
     }
+    assert!(
+        client.is_silent_for(Duration::from_millis(200)),
+        "a reply came before the line's newline"
+    );
+    client.send(b"\n");
     assert_eq!(
         client.read_line().unwrap(),
         spec.reply("split into single bytes").as_bytes()
@@ -128,6 +136,37 @@ pub fn concurrent_50x100(spec: &EchoSpec) {
                     let line = format!("client {c} request {r}");
                     assert_eq!(client.request(&line), spec.reply(&line));
                 }
+            });
+        }
+    });
+}
+
+/// 200 clients at once, each sending 50 lines in one write and then
+/// reading the 50 replies: every reply correct and in order, whatever
+/// order the server takes the clients in (a serial server one by one).
+pub fn many_clients_pipelining(spec: &EchoSpec) {
+    const CLIENTS: usize = 200;
+    const LINES: usize = 50;
+    let server = spec.start(&[]);
+    let start_together = Barrier::new(CLIENTS);
+    thread::scope(|s| {
+        for c in 0..CLIENTS {
+            let (server, start_together) = (&server, &start_together);
+            s.spawn(move || {
+                let mut client = server.connect();
+                let lines: Vec<String> =
+                    (0..LINES).map(|l| format!("client {c} line {l}")).collect();
+                let request: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                let expected: String = lines.iter().map(|l| spec.reply(l)).collect();
+                start_together.wait();
+                client.send(request.as_bytes());
+                let got = client.read_exact(expected.len()).expect("all 50 replies");
+                let got = String::from_utf8(got).unwrap();
+                assert!(
+                    got == expected,
+                    "client {c}: replies differ: {}",
+                    summary(&got)
+                );
             });
         }
     });
@@ -542,6 +581,50 @@ macro_rules! echo_suite {
     };
 }
 
+/// The checks an article's one-file program passes: the wire protocol for
+/// ordinary clients (docs/protocol.md), without the limits, ceilings and
+/// hostile clients that only the hardened servers are held to. One
+/// `#[test]` each, for the program the given [`EchoSpec`] describes:
+///
+/// ```text
+/// testkit::article_suite!(testkit::suite::EchoSpec::concurrent(
+///     env!("CARGO_BIN_EXE_select-article"),
+///     &[],
+///     "",
+/// ));
+/// ```
+#[macro_export]
+macro_rules! article_suite {
+    ($spec:expr) => {
+        pub const SPEC: $crate::suite::EchoSpec = $spec;
+        /// A round trip, an empty line, another round trip.
+        #[test]
+        fn one_request() {
+            $crate::suite::one_request(&SPEC);
+        }
+        #[test]
+        fn pipelined_1000() {
+            $crate::suite::pipelined_1000(&SPEC);
+        }
+        #[test]
+        fn byte_by_byte() {
+            $crate::suite::byte_by_byte(&SPEC);
+        }
+        #[test]
+        fn many_clients_pipelining() {
+            $crate::suite::many_clients_pipelining(&SPEC);
+        }
+        #[test]
+        fn reset_mid_stream() {
+            $crate::suite::reset_mid_stream(&SPEC);
+        }
+        #[test]
+        fn half_close() {
+            $crate::suite::half_close(&SPEC);
+        }
+    };
+}
+
 /// Replies go out the moment they are written, not held back by Nagle's
 /// algorithm: a server that leaves it on holds a small reply while an
 /// earlier one is unacknowledged, and a client whose ACK is delayed (as
@@ -748,7 +831,7 @@ pub fn crowd(server: &TestServer, spec: &EchoSpec, n: usize) -> Crowd {
 /// CPU time the server uses over two seconds while ten clients are
 /// connected and silent. A server that waits in the kernel uses about none.
 #[cfg(target_os = "linux")]
-pub fn idle_cpu(server: &TestServer) -> std::time::Duration {
+pub fn idle_cpu(server: &TestServer) -> Duration {
     use std::time::Duration;
 
     use super::proc;
@@ -982,7 +1065,7 @@ pub fn idle_costs_no_cpu(spec: &EchoSpec) {
     let server = spec.start(&[]);
     let used = idle_cpu(&server);
     assert!(
-        used < std::time::Duration::from_millis(200),
+        used < Duration::from_millis(200),
         "{used:?} of CPU in 2 s"
     );
 }
