@@ -1,4 +1,4 @@
-//! Blocking I/O: the echo server of article 001 §2, in three shapes.
+//! Blocking I/O: the echo server of article 001 §2, in four shapes.
 //!
 //! Every call blocks until it is done: `accept` until a client connects,
 //! `read` through both phases of input (waiting for data to arrive, then

@@ -16,9 +16,10 @@ use shared::net::ShortageLog;
 use crate::{LiveSlot, accept, admitted, handle};
 
 /// `workers` threads take accepted connections from a queue, where at most
-/// `queue` wait while every worker is busy. A full queue is not waited on: blocking the acceptor would only
-/// move the wait into the kernel's backlog, where the client cannot tell a
-/// slow server from a dead one. It is told `ERR server full` instead.
+/// `queue` wait while every worker is busy. A full queue is not waited on:
+/// blocking the acceptor would only move the wait into the kernel's
+/// backlog, where the client cannot tell a slow server from a dead one. It
+/// is told `ERR server full` instead.
 ///
 /// Every connection held, queued or being served, holds a descriptor, so
 /// the pool holds at most `room` of them (workers plus queue, or fewer

@@ -10,9 +10,10 @@
 //!
 //! Level-triggered (the default, as in the article): a socket is reported on
 //! every wait while it is readable or writable, so one `read` per event is
-//! enough. Edge-triggered (`--edge`): a socket is reported when it *becomes*
-//! ready, once; the server must read and write until `WouldBlock` each time,
-//! or what is left waits for an edge that never comes.
+//! enough. Edge-triggered (`--edge`, which the article describes but does not
+//! code): a socket is reported when it *becomes* ready, once; the server must
+//! read and write until `WouldBlock` each time, or what is left waits for an
+//! edge that never comes.
 //!
 //! ```text
 //! cargo run -p epoll-http                 # terminal 1

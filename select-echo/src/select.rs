@@ -34,8 +34,9 @@ struct Server {
     /// `--max-conns`, or less if the descriptor limit allows less.
     room: Room,
     max_line: usize,
-    /// While out of descriptors, the listener is left out of `select`
-    /// until then: it stays readable, and watching it would spin.
+    /// While accepting is paused (out of descriptors), when it resumes.
+    /// Until then the listener is left out of `select`: it stays readable,
+    /// and watching it would spin.
     accept_paused_until: Option<Instant>,
     shortage: ShortageLog,
     /// Where every read lands and every reply batch is built.

@@ -286,7 +286,9 @@ struct Mask {
     write: bool,
 }
 
-/// `EVENT_READ`, `EVENT_WRITE`, both, or neither.
+/// Python's `EVENT_READ`; [`NO_EVENTS`] parks the paused listener. Python's
+/// `EVENT_WRITE` has no constant here: [`read`] sets `Mask::write` while
+/// replies are owed.
 const EVENT_READ: Mask = Mask {
     read: true,
     write: false,
@@ -318,7 +320,8 @@ struct Conn {
     /// The line still arriving, if any: the only input kept.
     partial: Vec<u8>,
     /// Replies owed. The article calls `send` once and drops what it did
-    /// not take; here the rest waits for `EVENT_WRITE`.
+    /// not take; here the rest waits for a writable event (`Mask::write`,
+    /// Python's `EVENT_WRITE`).
     output: Outbox,
     /// End of input or an over-long line: write what is owed, then close.
     closing: bool,

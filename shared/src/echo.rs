@@ -141,8 +141,8 @@ pub fn answer_read(
         rest = &rest[newline + 1..];
     }
     // The complete lines, as one batch: one search from the end, as
-    // `LineBuffer::next_lines` does. A batch longer than one line may be
-    // could hide a line that is too long, so then its lines are checked
+    // `LineBuffer::next_lines` does. A batch longer than one line could
+    // hide a line that is too long, so then its lines are checked
     // one by one, each byte once; the lines before a bad one are answered
     // first. Framing stays linear in the bytes read, whatever the limit.
     let found = match rest.last() {

@@ -5,10 +5,11 @@
 //!
 //! Why it exists: `make_ascii_uppercase` goes a byte at a time, and the
 //! compiler's own vector loop starts only at 64 bytes, past a typical line.
-//! That was most of a request's user-space instructions, and those counts
-//! are targets (CONVENTIONS: instructions per request). With SSE2, which
-//! every x86-64 CPU has, a 62-byte request's reply costs a handful of
-//! 16-byte steps. Elsewhere the plain loops serve.
+//! That was most of a request's user-space instructions, and every server
+//! is held to a count of those (BENCHMARKS.md, "System calls and
+//! instructions per request"). With SSE2, which every x86-64 CPU has, a
+//! 62-byte request's reply costs a handful of 16-byte steps. Elsewhere the
+//! plain loops serve.
 
 use std::mem::MaybeUninit;
 

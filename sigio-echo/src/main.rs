@@ -221,8 +221,8 @@ mod server {
         /// End of input or an over-long line: write what is owed, then close.
         closing: bool,
         /// Read its share this turn with more to come: in
-        /// `Server::unfinished` (or about to be), served again after the
-        /// next signals.
+        /// `Server::later` (or about to be), served again after the next
+        /// signals.
         unfinished: bool,
     }
 
@@ -433,9 +433,9 @@ mod server {
     /// since no signal will), writing the replies at once. Returns whether
     /// the connection stays open.
     ///
-    /// Not `shared::Scratch::exchange`, which reads once: a level-triggered
-    /// loop hears again about a socket with data left, but a signal is an
-    /// edge, raised once per arrival, so this one must read until
+    /// A level-triggered loop (select-echo's, selectors-echo's) reads once
+    /// per event and hears again about a socket with data left; a signal is
+    /// an edge, raised once per arrival, so this one must read until
     /// `WouldBlock`.
     fn read_until_blocked(
         conn: &mut Conn,
