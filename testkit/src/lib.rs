@@ -9,7 +9,7 @@
 //! - [`limit_descriptors`], [`lower_descriptor_limit`], [`raise_nofile_limit`]:
 //!   descriptor limits;
 //! - [`cli`]: the command line seen from outside: refused flags, one
-//!   error line, host names, the end by SIGTERM;
+//!   error line, host names, the end by SIGTERM or by a broken listener;
 //! - [`suite`]: the echo protocol's conformance checks, turned into
 //!   `#[test]` functions by [`echo_suite!`];
 //! - [`thread_echo_server`]: a reference echo server on a thread of the
@@ -928,6 +928,25 @@ pub mod proc {
             )
         };
         (got == 0).then_some(value)
+    }
+
+    /// Breaks the listening socket of process `pid` from outside, as a bug
+    /// in the server could: takes a copy of it ([`socket_copies`]) and shuts
+    /// it down both ways. Every `accept` on it fails from then on (EINVAL),
+    /// and one already waiting is woken to fail. The errors are
+    /// [`socket_copies`]'s, and `NotFound` if `pid` holds no listener.
+    pub fn break_listener(pid: u32) -> std::io::Result<()> {
+        let listener = socket_copies(pid)?
+            .into_iter()
+            .map(|(_, socket)| socket)
+            .find(|socket| socket_option(socket, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("process {pid} holds no listening socket"),
+                )
+            })?;
+        socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Both)
     }
 
     /// Set to `1`, this environment variable makes a check that takes a
