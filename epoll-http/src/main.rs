@@ -132,7 +132,7 @@ mod server {
             server.responses.refresh(SystemTime::now());
             for event in &events[..ready] {
                 if event.data() == LISTENER {
-                    server.accept_all();
+                    server.accept_all()?;
                 } else {
                     server.on_event(event.data() as usize, event.events());
                 }
@@ -146,7 +146,7 @@ mod server {
             // an expired client's `EPOLLHUP` further down the batch would
             // close the newcomer given its key.
             server.resume_unfinished();
-            server.after_batch();
+            server.after_batch()?;
         }
     }
 
@@ -251,26 +251,31 @@ mod server {
         }
 
         /// Accepts every waiting client (edge-triggered mode needs that; in
-        /// level-triggered mode it saves a wait per client).
-        fn accept_all(&mut self) {
+        /// level-triggered mode it saves a wait per client). `Err` only for
+        /// a broken listener, which ends the server.
+        fn accept_all(&mut self) -> anyhow::Result<()> {
             while self.accept_paused_until.is_none() {
                 let (stream, peer) = match self.listener.accept() {
                     Ok(pair) => pair,
                     Err(e) => match classify_accept_error(&e) {
-                        AcceptError::WouldBlock => return,
+                        AcceptError::WouldBlock => return Ok(()),
                         AcceptError::Skip => continue,
                         // Out of descriptors: the client stays queued and a
                         // level-triggered listener stays readable. Stop
                         // watching it for a moment instead of spinning.
-                        AcceptError::OutOfResources | AcceptError::Fatal => {
+                        AcceptError::OutOfResources => {
                             self.shortage.pausing(&e);
                             self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
                             let _ = self.epoll.modify(
                                 &self.listener,
                                 &mut EpollEvent::new(EpollFlags::empty(), LISTENER),
                             );
-                            return;
+                            return Ok(());
                         }
+                        // A broken listener (EBADF, EINVAL): no client will
+                        // come through it again, so a pause would only
+                        // retry it for ever.
+                        AcceptError::Fatal => return Err(e).context("accept failed"),
                     },
                 };
                 if self.conns.len() >= self.room.conns {
@@ -283,6 +288,7 @@ mod server {
                     debug!("{peer}: {e}");
                 }
             }
+            Ok(())
         }
 
         /// The article's `connection.setblocking(0)` and
@@ -453,8 +459,9 @@ mod server {
         // accept pauses.
 
         /// Once per turn, after its events: timeouts, and accepts that
-        /// resume when a pause for want of descriptors ends.
-        fn after_batch(&mut self) {
+        /// resume when a pause for want of descriptors ends (`Err` for a
+        /// listener found broken then).
+        fn after_batch(&mut self) -> anyhow::Result<()> {
             if self.now >= self.next_sweep {
                 self.next_sweep = self.now + Duration::from_secs(1);
                 self.expire();
@@ -467,8 +474,9 @@ mod server {
                 );
                 // Edge-triggered, the clients already waiting raise no new
                 // edge: take them now.
-                self.accept_all();
+                self.accept_all()?;
             }
+            Ok(())
         }
 
         /// Edge-triggered: another share of reads for each connection cut

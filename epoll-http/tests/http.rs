@@ -718,6 +718,16 @@ fn a_client_that_never_reads(mode: &[&str]) {
     assert_eq!(other.response(false).status, 200);
 }
 
+/// A broken listener ends the server with one `error:` line and exit 1,
+/// after it has answered a request.
+fn a_broken_listener_ends_the_server(mode: &[&str]) {
+    let server = start(mode);
+    let mut client = Client::connect(server.addr());
+    client.send(GET);
+    assert_eq!(client.response(false).status, 200);
+    testkit::cli::a_broken_listener_ends(server);
+}
+
 /// One `#[test]` per check per mode.
 macro_rules! in_both_modes {
     ($($check:ident),* $(,)?) => {
@@ -756,6 +766,7 @@ in_both_modes!(
     survives_descriptor_exhaustion,
     churn_leaves_no_trace,
     a_client_that_never_reads,
+    a_broken_listener_ends_the_server,
 );
 
 /// `--help` is user documentation, and says what this server does past

@@ -357,16 +357,20 @@ impl Server {
 
     /// The article's `on_accepted()`, once per client. When a completion
     /// comes without `F_MORE` the multishot accept has ended (an error
-    /// does that): arm it again, after 100 ms when out of descriptors.
-    fn on_accepted(&mut self, result: i32, more: bool) -> io::Result<()> {
+    /// does that): arm it again, after 100 ms when out of descriptors. A
+    /// broken listener ends the server.
+    fn on_accepted(&mut self, result: i32, more: bool) -> anyhow::Result<()> {
         if result < 0 {
             let e = io::Error::from_raw_os_error(-result);
             return match classify_accept_error(&e) {
                 AcceptError::WouldBlock | AcceptError::Skip => {
                     debug!("accept: {e}");
-                    if more { Ok(()) } else { self.post_accept() }
+                    if !more {
+                        self.post_accept()?;
+                    }
+                    Ok(())
                 }
-                AcceptError::OutOfResources | AcceptError::Fatal => {
+                AcceptError::OutOfResources => {
                     self.shortage.pausing(&e);
                     if more {
                         // Still armed: nothing to pause. (The kernel ends a
@@ -377,9 +381,13 @@ impl Server {
                         types::Timespec::new().nsec(shared::net::ACCEPT_BACKOFF.as_nanos() as u32),
                     );
                     let entry = opcode::Timeout::new(&*pause).build();
-                    self.submit(Op::AcceptPause { _timespec: pause }, entry)
-                        .map(drop)
+                    self.submit(Op::AcceptPause { _timespec: pause }, entry)?;
+                    Ok(())
                 }
+                // A broken listener (EBADF, EINVAL): an accept armed on it
+                // again would fail again, so a pause would only retry it for
+                // ever.
+                AcceptError::Fatal => Err(e).context("accept failed"),
             };
         }
         if !more {
@@ -407,7 +415,7 @@ impl Server {
             owed: Vec::new(),
             in_flight: 0,
         });
-        self.arm_recv(conn)
+        Ok(self.arm_recv(conn)?)
     }
 
     /// Arms the connection's one multishot receive, taking from the ring.

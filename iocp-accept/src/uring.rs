@@ -202,23 +202,28 @@ impl Server {
     /// The article's `on_accepted()`. Every accept completion arms the next
     /// one, so the server never stops accepting: at once after a failure
     /// that concerns one connection, 100 ms later when out of descriptors
-    /// (retrying at once would only fail again).
-    fn on_accepted(&mut self, result: i32) -> io::Result<()> {
+    /// (retrying at once would only fail again). A broken listener ends the
+    /// server.
+    fn on_accepted(&mut self, result: i32) -> anyhow::Result<()> {
         if result < 0 {
             let e = io::Error::from_raw_os_error(-result);
             return match classify_accept_error(&e) {
                 AcceptError::WouldBlock | AcceptError::Skip => {
                     debug!("accept: {e}");
-                    self.post_accept()
+                    Ok(self.post_accept()?)
                 }
-                AcceptError::OutOfResources | AcceptError::Fatal => {
+                AcceptError::OutOfResources => {
                     self.shortage.pausing(&e);
                     let pause = Box::new(
                         types::Timespec::new().nsec(shared::net::ACCEPT_BACKOFF.as_nanos() as u32),
                     );
                     let entry = opcode::Timeout::new(&*pause).build();
-                    self.submit(Op::AcceptPause { _timespec: pause }, entry)
+                    Ok(self.submit(Op::AcceptPause { _timespec: pause }, entry)?)
                 }
+                // A broken listener (EBADF, EINVAL): an accept armed on it
+                // again would fail again, so a pause would only retry it for
+                // ever.
+                AcceptError::Fatal => Err(e).context("accept failed"),
             };
         }
         // SAFETY: a successful accept completion's result is a new
@@ -242,7 +247,7 @@ impl Server {
             owed: Vec::new(),
             in_flight: 0,
         });
-        self.post_recv(conn, LineBuffer::new(self.max_line))
+        Ok(self.post_recv(conn, LineBuffer::new(self.max_line))?)
     }
 
     /// Asks the kernel to receive into the free space of the connection's

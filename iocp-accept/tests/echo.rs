@@ -50,6 +50,7 @@ uring_suite!(protocol, SPEC:
     over_long_line_then_half_close,
     descriptor_limit_raised,
     replies_are_not_held_back,
+    a_broken_listener_ends_the_server,
 );
 
 uring_suite!(single_shot_protocol, SINGLE:
@@ -68,6 +69,7 @@ uring_suite!(single_shot_protocol, SINGLE:
     over_long_line_then_half_close,
     descriptor_limit_raised,
     replies_are_not_held_back,
+    a_broken_listener_ends_the_server,
 );
 
 /// Many clients that never read, against the default ring, a ring of four

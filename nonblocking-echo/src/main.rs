@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use log::{debug, info};
 use shared::limits::Room;
@@ -76,21 +77,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut busy = false;
 
         if Instant::now() >= accept_paused_until {
-            match accept(
+            let accepted = accept(
                 &listener,
                 &mut r_list,
                 args.echo.max_line,
                 &room,
                 &mut shortage,
-            ) {
-                Ok(n) => busy |= n > 0,
-                // Out of descriptors: the pending client stays queued, so
-                // retrying at once would fail again. Leave it a while.
-                Err(e) => {
-                    shortage.pausing(&e);
-                    accept_paused_until = Instant::now() + ACCEPT_BACKOFF;
-                }
-            }
+                &mut accept_paused_until,
+            )?;
+            busy |= accepted > 0;
         }
 
         for (i, conn) in r_list.iter_mut().enumerate() {
@@ -202,13 +197,18 @@ enum Visit {
 
 /// The article's `try: server.accept() except BlockingIOError`, repeated
 /// until nobody is waiting. Returns how many clients were taken (served or
-/// refused); `Err` only for a shortage of descriptors or memory.
+/// refused); `Err` only for a broken listener, which ends the server.
+///
+/// Out of descriptors (EMFILE and the like), the client stays queued, so
+/// retrying at once would fail again: `paused_until` tells the loop to
+/// leave accepting alone for a while.
 fn accept(
     listener: &TcpListener,
     r_list: &mut Vec<Conn>,
     max_line: usize,
     room: &Room,
     shortage: &mut ShortageLog,
+    paused_until: &mut Instant,
 ) -> anyhow::Result<usize> {
     let mut accepted = 0;
     while accepted < ACCEPTS_PER_PASS {
@@ -221,10 +221,14 @@ fn accept(
                     debug!("accept: {e}");
                     continue;
                 }
-                AcceptError::OutOfResources => return Err(e.into()),
-                AcceptError::Fatal => {
-                    return Err(anyhow::Error::new(e).context("accept failed"));
+                AcceptError::OutOfResources => {
+                    shortage.pausing(&e);
+                    *paused_until = Instant::now() + ACCEPT_BACKOFF;
+                    break;
                 }
+                // A broken listener (EBADF, EINVAL): no client will come
+                // through it again, so waiting would only hide the fault.
+                AcceptError::Fatal => return Err(e).context("accept failed"),
             },
         };
         accepted += 1;

@@ -7,6 +7,7 @@ use std::io::{self, ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use log::{debug, info};
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{Outbox, Scratch, answer_received};
@@ -113,6 +114,7 @@ fn recv_and_send(conn: &mut Conn, scratch: &mut Scratch) -> io::Result<bool> {
 
 /// The article's `conn, addr = sock.accept()`, once: the next waiting
 /// client, already non-blocking, or `None` when nobody is left to take.
+/// `Err` only for a broken listener, which ends the server.
 ///
 /// Out of descriptors (EMFILE and the like), the client stays queued and
 /// the listener readable, so watching it would spin: `paused_until` tells
@@ -121,27 +123,30 @@ pub fn accept_next(
     listener: &TcpListener,
     shortage: &mut ShortageLog,
     paused_until: &mut Option<Instant>,
-) -> Option<(TcpStream, SocketAddr)> {
+) -> anyhow::Result<Option<(TcpStream, SocketAddr)>> {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(pair) => pair,
             Err(e) => match classify_accept_error(&e) {
-                AcceptError::WouldBlock => return None,
+                AcceptError::WouldBlock => return Ok(None),
                 AcceptError::Skip => {
                     debug!("accept: {e}");
                     continue;
                 }
-                AcceptError::OutOfResources | AcceptError::Fatal => {
+                AcceptError::OutOfResources => {
                     shortage.pausing(&e);
                     *paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                    return None;
+                    return Ok(None);
                 }
+                // A broken listener (EBADF, EINVAL) stays readable and never
+                // yields a client again: pausing would retry it for ever.
+                AcceptError::Fatal => return Err(e).context("accept failed"),
             },
         };
         if let Err(e) = stream.set_nonblocking(true) {
             debug!("{peer}: {e}");
             continue;
         }
-        return Some((stream, peer));
+        return Ok(Some((stream, peer)));
     }
 }

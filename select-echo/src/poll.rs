@@ -95,7 +95,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let mut seen = 0;
         if server.fds[LISTENER].revents != 0 {
             seen += 1;
-            server.accept_all();
+            server.accept_all()?;
         }
         let mut slot = 1;
         while slot < server.fds.len() && seen < ready {
@@ -120,12 +120,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 impl Server {
     /// The article's `conn, addr = sock.accept()`, repeated until nobody
     /// is waiting. No FD_SETSIZE check: any descriptor fits in a `pollfd`.
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self) -> anyhow::Result<()> {
         while let Some((stream, peer)) = accept_next(
             &self.listener,
             &mut self.shortage,
             &mut self.accept_paused_until,
-        ) {
+        )? {
             // Every entry but the listener's is a connection.
             let live = self.fds.len() - 1;
             if live >= self.room.conns {
@@ -148,6 +148,7 @@ impl Server {
         if self.accept_paused_until.is_some() {
             self.fds[LISTENER].events = 0;
         }
+        Ok(())
     }
 
     /// The connection in `slot` was reported: serve it, then set what its

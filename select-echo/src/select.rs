@@ -116,7 +116,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             seen += usize::from(readable) + usize::from(writable);
             if fd == listener_fd {
                 if readable {
-                    server.accept_all();
+                    server.accept_all()?;
                 }
             } else if readable || writable {
                 server.serve(fd);
@@ -128,12 +128,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 impl Server {
     /// The article's `conn, addr = sock.accept(); rlist.append(conn)`,
     /// repeated until nobody is waiting.
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self) -> anyhow::Result<()> {
         while let Some((stream, peer)) = accept_next(
             &self.listener,
             &mut self.shortage,
             &mut self.accept_paused_until,
-        ) {
+        )? {
             let fd = stream.as_raw_fd();
             // The FD_SETSIZE wall: this descriptor cannot go in an fd_set.
             if fd as usize >= FD_SETSIZE {
@@ -158,6 +158,7 @@ impl Server {
             self.live += 1;
             self.watch(fd, true, false);
         }
+        Ok(())
     }
 
     /// A connection `select` reported: read if it is readable, write what

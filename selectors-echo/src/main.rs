@@ -57,7 +57,8 @@ const SUFFIX: &[u8] = b"_SB";
 /// because it is handed the server and the key. A boxed `FnMut` would have
 /// to capture the table it is stored in; an enum would put the dispatch back
 /// into a `match` in the loop, which is what storing callbacks avoids.
-type Callback = fn(&mut Server, usize, Mask);
+/// An error ends the server: only a broken listener makes one.
+type Callback = fn(&mut Server, usize, Mask) -> anyhow::Result<()>;
 
 fn main() -> ExitCode {
     shared::cli::init_logging();
@@ -109,14 +110,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 read: event.readable,
                 write: event.writable,
             };
-            callback(&mut server, event.key, mask);
+            callback(&mut server, event.key, mask)?;
         }
     }
 }
 
 /// The listener's callback, the article's `accept`: take every waiting
-/// client and register it with the callback [`read`].
-fn accept(server: &mut Server, key: usize, _mask: Mask) {
+/// client and register it with the callback [`read`]. `Err` only for a
+/// broken listener.
+fn accept(server: &mut Server, key: usize, _mask: Mask) -> anyhow::Result<()> {
     loop {
         let FileObj::Listener(listener) = &server.sel.keys[key].fileobj else {
             unreachable!("accept is only registered for the listener");
@@ -124,16 +126,19 @@ fn accept(server: &mut Server, key: usize, _mask: Mask) {
         let (stream, peer) = match listener.accept() {
             Ok(pair) => pair,
             Err(e) => match classify_accept_error(&e) {
-                AcceptError::WouldBlock => return,
+                AcceptError::WouldBlock => return Ok(()),
                 AcceptError::Skip => {
                     debug!("accept: {e}");
                     continue;
                 }
-                AcceptError::OutOfResources | AcceptError::Fatal => {
+                AcceptError::OutOfResources => {
                     server.shortage.pausing(&e);
                     server.pause_accepting();
-                    return;
+                    return Ok(());
                 }
+                // A broken listener (EBADF, EINVAL) stays ready and never
+                // yields a client again: pausing would retry it for ever.
+                AcceptError::Fatal => return Err(e).context("accept failed"),
             },
         };
         if server.live >= server.room.conns {
@@ -166,8 +171,9 @@ fn accept(server: &mut Server, key: usize, _mask: Mask) {
 
 /// A connection's callback, the article's `read(conn, mask)`: `recv` what
 /// arrived if the mask says readable, answer it, `send` the replies, then
-/// ask for the events that match what the connection now waits for.
-fn read(server: &mut Server, key: usize, mask: Mask) {
+/// ask for the events that match what the connection now waits for. A
+/// connection's failure closes that connection alone, never the server.
+fn read(server: &mut Server, key: usize, mask: Mask) -> anyhow::Result<()> {
     let FileObj::Conn(conn) = &mut server.sel.keys[key].fileobj else {
         unreachable!("read is only registered for connections");
     };
@@ -194,6 +200,7 @@ fn read(server: &mut Server, key: usize, mask: Mask) {
             close(server, key);
         }
     }
+    Ok(())
 }
 
 /// The article's `data = conn.recv(1024)` and `conn.send(data.upper() +

@@ -97,7 +97,9 @@ pub enum AcceptError {
     /// polled for readiness stays ready: stop accepting for
     /// [`ACCEPT_BACKOFF`] instead of spinning.
     OutOfResources,
-    /// A bug or a broken listener (EBADF, EINVAL, …): give up.
+    /// A bug or a broken listener (EBADF, EINVAL, …): give up. No client
+    /// will come through that listener again, so a pause would only hide
+    /// the fault: the server ends with `error: accept failed: …`, exit 1.
     Fatal,
 }
 

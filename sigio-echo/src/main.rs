@@ -128,7 +128,7 @@ mod server {
         };
         shared::net::announce(&server.listener)?;
         // A client that connected before O_ASYNC was set raised no signal.
-        server.accept_all(rt);
+        server.accept_all(rt)?;
 
         // SAFETY: signalfd_siginfo is plain data; all zeroes is a value.
         let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
@@ -157,7 +157,7 @@ mod server {
                     let (fd, band) = (info.ssi_fd, info.ssi_band);
                     debug!("SIGRTMIN fd {fd} band {band:#x}");
                     if fd == listener_fd {
-                        server.accept_all(rt);
+                        server.accept_all(rt)?;
                     } else {
                         server.serve(fd);
                     }
@@ -165,11 +165,11 @@ mod server {
                     overflowed = true;
                 } else if signo == libc::SIGALRM {
                     server.accept_paused = false;
-                    server.accept_all(rt);
+                    server.accept_all(rt)?;
                 }
             }
             if overflowed {
-                server.recover_from_overflow(&sfd, &mut infos, rt);
+                server.recover_from_overflow(&sfd, &mut infos, rt)?;
             } else {
                 server.end_of_overflows();
             }
@@ -266,12 +266,13 @@ mod server {
     impl Server {
         /// Accepts until nobody is waiting; every new socket is made
         /// signal-driven and served once (its data may have come before).
-        fn accept_all(&mut self, rt: libc::c_int) {
+        /// `Err` only for a broken listener, which ends the server.
+        fn accept_all(&mut self, rt: libc::c_int) -> anyhow::Result<()> {
             while !self.accept_paused {
                 let (stream, peer) = match self.listener.accept() {
                     Ok(pair) => pair,
                     Err(e) => match classify_accept_error(&e) {
-                        AcceptError::WouldBlock => return,
+                        AcceptError::WouldBlock => return Ok(()),
                         AcceptError::Skip => {
                             debug!("accept: {e}");
                             continue;
@@ -279,12 +280,16 @@ mod server {
                         // Out of descriptors: the client stays queued and
                         // raises no new signal, so a timer (SIGALRM, taken
                         // with the others) brings the server back to it.
-                        AcceptError::OutOfResources | AcceptError::Fatal => {
+                        AcceptError::OutOfResources => {
                             self.shortage.pausing(&e);
                             self.accept_paused = true;
                             alarm_after(ACCEPT_BACKOFF);
-                            return;
+                            return Ok(());
                         }
+                        // A broken listener (EBADF, EINVAL): no client will
+                        // come through it again, so a timer would only
+                        // retry it for ever.
+                        AcceptError::Fatal => return Err(e).context("accept failed"),
                     },
                 };
                 if self.live >= self.room.conns {
@@ -317,6 +322,7 @@ mod server {
                 self.live += 1;
                 self.serve(fd);
             }
+            Ok(())
         }
 
         /// After an overflow: every connection, until `WouldBlock`.
@@ -370,13 +376,13 @@ mod server {
         /// that check, which covers them, so they are thrown away first:
         /// served one by one, each batch of them that held another plain
         /// SIGIO would bring another full scan, and one overflow would cost
-        /// many.
+        /// many. `Err` only for a listener the check finds broken.
         fn recover_from_overflow(
             &mut self,
             sfd: &OwnedFd,
             infos: &mut [libc::signalfd_siginfo; BATCH],
             rt: libc::c_int,
-        ) {
+        ) -> anyhow::Result<()> {
             let (flushed, alarm) = flush(sfd, infos);
             if alarm {
                 self.accept_paused = false;
@@ -390,8 +396,9 @@ mod server {
             }
             debug!("overflow: {flushed} queued signals flushed before the scan");
             self.overflows += 1;
-            self.accept_all(rt);
+            self.accept_all(rt)?;
             self.serve_all();
+            Ok(())
         }
 
         /// A batch without an overflow ends a burst of them: said once,

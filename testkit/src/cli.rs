@@ -1,7 +1,8 @@
 //! A server's command line and life seen from outside, the same for every
 //! binary (docs/protocol.md, "Command line"): a flag that cannot apply is
 //! refused, a failure to start is one `error:` line, `--addr` takes a host
-//! name, and SIGTERM ends the process by that signal.
+//! name, SIGTERM ends the process by that signal, and a broken listener
+//! ends it with one `error:` line.
 
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -103,4 +104,36 @@ pub fn ends_by_sigterm(mut server: TestServer) {
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
     let log = server.stop();
     assert!(!log.contains("error"), "{log}");
+}
+
+/// A broken listener ends `server`, as it ends every server: once its
+/// listening socket is shut down from outside
+/// ([`proc::break_listener`](super::proc::break_listener)), `accept` fails
+/// with EINVAL, which is no shortage to wait out. The server must exit 1
+/// within [`TIMEOUT`](super::TIMEOUT), its log ending in exactly one
+/// `error:` line, `error: accept failed: Invalid argument (os error 22)`,
+/// with no pause to retry before it. Skipped, saying why, where the kernel
+/// refuses `pidfd_getfd` ([`proc::pidfd_refused`](super::proc::pidfd_refused)).
+#[cfg(target_os = "linux")]
+pub fn a_broken_listener_ends(mut server: TestServer) {
+    use super::proc;
+    const WANT: &str = "error: accept failed: Invalid argument (os error 22)";
+    match proc::break_listener(server.pid()) {
+        Ok(()) => {}
+        Err(e) if proc::pidfd_refused(&e) => return,
+        Err(e) => panic!("cannot break the server's listener: {e}"),
+    }
+    assert!(
+        super::eventually(|| server.try_exit_status().is_some()),
+        "the server goes on with a broken listener"
+    );
+    let status = server.try_exit_status().expect("exited");
+    let log = server.stop();
+    assert_eq!(status.code(), Some(1), "{status:?}, log:\n{log}");
+    let errors = log.lines().filter(|l| l.starts_with("error:")).count();
+    assert!(
+        log.lines().last() == Some(WANT) && errors == 1,
+        "expected the log to end in one line {WANT:?}, got:\n{log}"
+    );
+    assert!(!log.contains("pausing accepts"), "{log}");
 }

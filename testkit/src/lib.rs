@@ -9,7 +9,7 @@
 //! - [`limit_descriptors`], [`lower_descriptor_limit`], [`raise_nofile_limit`]:
 //!   descriptor limits;
 //! - [`cli`]: the command line seen from outside: refused flags, one
-//!   error line, host names, the end by SIGTERM;
+//!   error line, host names, the end by SIGTERM or by a broken listener;
 //! - [`suite`]: the echo protocol's conformance checks, turned into
 //!   `#[test]` functions by [`echo_suite!`];
 //! - [`thread_echo_server`]: a reference echo server on a thread of the
@@ -866,8 +866,9 @@ pub mod proc {
     /// there, taken with `pidfd_getfd` (Linux 5.6; allowed to an ancestor
     /// of the process, as a test is of the server it started). A
     /// descriptor closed while they are taken is left out. The error is
-    /// `ENOSYS` where the kernel cannot, `ESRCH` or `ENOENT` where the
-    /// process has ended.
+    /// `ENOSYS` where the kernel cannot, `EPERM` where it may not (a
+    /// seccomp filter, Yama's `ptrace_scope`): [`pidfd_refused`] says
+    /// whether to skip; `ESRCH` or `ENOENT` where the process has ended.
     pub fn socket_copies(pid: u32) -> std::io::Result<Vec<(i32, std::os::fd::OwnedFd)>> {
         use std::io::Error;
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -927,6 +928,119 @@ pub mod proc {
             )
         };
         (got == 0).then_some(value)
+    }
+
+    /// Breaks the listening socket of process `pid` from outside, as a bug
+    /// in the server could: takes a copy of it ([`socket_copies`]) and shuts
+    /// it down both ways. Every `accept` on it fails from then on (EINVAL),
+    /// and one already waiting is woken to fail. The errors are
+    /// [`socket_copies`]'s, and `NotFound` if `pid` holds no listener.
+    pub fn break_listener(pid: u32) -> std::io::Result<()> {
+        let listener = socket_copies(pid)?
+            .into_iter()
+            .map(|(_, socket)| socket)
+            .find(|socket| socket_option(socket, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == Some(1))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("process {pid} holds no listening socket"),
+                )
+            })?;
+        socket2::SockRef::from(&listener).shutdown(std::net::Shutdown::Both)
+    }
+
+    /// Set to `1`, this environment variable makes a check that takes a
+    /// server's descriptors fail where the kernel refuses it, instead of
+    /// skipping: `.ci/run` sets it, so that CI never passes such a check
+    /// without running it.
+    pub const REQUIRE_PIDFD: &str = "TESTKIT_REQUIRE_PIDFD";
+
+    /// The rule for every check built on [`socket_copies`], written once:
+    /// true if `error` is the kernel refusing `pidfd_open` or
+    /// `pidfd_getfd` (ENOSYS, EPERM), after saying on stderr that the check
+    /// is skipped and why; false for any other error, which the check
+    /// judges itself. Panics instead of skipping under
+    /// [`REQUIRE_PIDFD`]`=1`.
+    pub fn pidfd_refused(error: &std::io::Error) -> bool {
+        let required = std::env::var_os(REQUIRE_PIDFD).is_some_and(|v| v == "1");
+        match pidfd_refusal(error.raw_os_error(), required) {
+            PidfdRefusal::None => false,
+            PidfdRefusal::Skip(why) => {
+                eprintln!(
+                    "skipped: taking the server's descriptors failed ({error}): {why}; \
+                     {REQUIRE_PIDFD}=1 makes this a failure"
+                );
+                true
+            }
+            PidfdRefusal::Fail(why) => panic!(
+                "taking the server's descriptors failed ({error}): {why}; \
+                 {REQUIRE_PIDFD}=1 requires it"
+            ),
+        }
+    }
+
+    /// What a check does about a failure of `pidfd_open` or `pidfd_getfd`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum PidfdRefusal {
+        /// Not a refusal: the check judges the error itself.
+        None,
+        /// The kernel refuses, for this reason: skip the check.
+        Skip(&'static str),
+        /// The kernel refuses, for this reason, where it must not: fail.
+        Fail(&'static str),
+    }
+
+    /// [`pidfd_refused`]'s decision, for the error number `errno`, when
+    /// the environment does or does not require the check to run.
+    pub(crate) fn pidfd_refusal(errno: Option<i32>, required: bool) -> PidfdRefusal {
+        let why = match errno {
+            Some(libc::ENOSYS) => {
+                "this kernel has no pidfd_open or pidfd_getfd (Linux 5.6), \
+                 or a seccomp filter hides them"
+            }
+            // pidfd_getfd asks for ptrace's rights over the process.
+            Some(libc::EPERM) => {
+                "a seccomp filter (Docker's default profile, for one) or Yama's \
+                 ptrace_scope of 2 or more forbids taking another process's \
+                 descriptors"
+            }
+            _ => return PidfdRefusal::None,
+        };
+        if required {
+            PidfdRefusal::Fail(why)
+        } else {
+            PidfdRefusal::Skip(why)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{PidfdRefusal, pidfd_refusal};
+
+        /// ENOSYS and EPERM skip, or fail when required; any other error
+        /// (the server gone: ESRCH) is the check's own to judge.
+        #[test]
+        fn pidfd_refusals_skip_unless_required() {
+            for errno in [libc::ENOSYS, libc::EPERM] {
+                assert!(matches!(
+                    pidfd_refusal(Some(errno), false),
+                    PidfdRefusal::Skip(_)
+                ));
+                assert!(matches!(
+                    pidfd_refusal(Some(errno), true),
+                    PidfdRefusal::Fail(_)
+                ));
+            }
+            assert!(matches!(
+                pidfd_refusal(Some(libc::EPERM), false),
+                PidfdRefusal::Skip(why) if why.contains("seccomp") && why.contains("ptrace_scope")
+            ));
+            for other in [Some(libc::ESRCH), Some(libc::EBADF), None] {
+                for required in [false, true] {
+                    assert_eq!(pidfd_refusal(other, required), PidfdRefusal::None);
+                }
+            }
+        }
     }
 }
 

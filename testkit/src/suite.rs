@@ -578,6 +578,11 @@ macro_rules! echo_suite {
         fn replies_are_not_held_back() {
             $crate::suite::replies_are_not_held_back(&SPEC);
         }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn a_broken_listener_ends_the_server() {
+            $crate::suite::a_broken_listener_ends_the_server(&SPEC);
+        }
     };
 }
 
@@ -646,10 +651,7 @@ pub fn replies_are_not_held_back(spec: &EchoSpec) {
     for pid in tree(server.pid()) {
         let sockets = match socket_copies(pid) {
             Ok(sockets) => sockets,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                eprintln!("pidfd_open: {e}: this kernel cannot run the check");
-                return;
-            }
+            Err(e) if super::proc::pidfd_refused(&e) => return,
             // A child that has ended since is left out.
             Err(_) if pid != server.pid() => continue,
             Err(e) => panic!("the server's sockets: {e}"),
@@ -785,6 +787,19 @@ pub fn ends_by_sigterm(spec: &EchoSpec) {
     );
     super::cli::ends_by_sigterm(server);
     assert!(client.read_to_end().map_or(true, |rest| rest.is_empty()));
+}
+
+/// A broken listener ends the server with one `error:` line and exit 1
+/// ([`cli::a_broken_listener_ends`](super::cli::a_broken_listener_ends)),
+/// after it has served a client.
+#[cfg(target_os = "linux")]
+pub fn a_broken_listener_ends_the_server(spec: &EchoSpec) {
+    let server = spec.start(&[]);
+    assert_eq!(
+        server.connect().request("before the break"),
+        spec.reply("before the break")
+    );
+    super::cli::a_broken_listener_ends(server);
 }
 
 /// The outcome of [`crowd`]: the clients that were served, still connected,
