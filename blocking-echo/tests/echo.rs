@@ -265,6 +265,27 @@ fn fork_mode_stops_when_its_wake_up_pair_is_full() {
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }
 
+/// A thread per connection: two clients that pipeline without pause take
+/// a thread each, and the scheduler, not a loop, gives the third its turn.
+#[test]
+fn thread_a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&thread::SPEC, false);
+}
+
+/// The pool: a worker serves one client until it leaves, so the two
+/// flooders and the third need three workers; `pool::SPEC` has four.
+#[test]
+fn pool_a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&pool::SPEC, false);
+}
+
+/// A process per connection: the flooders' children hold up no one else.
+#[cfg(unix)]
+#[test]
+fn fork_a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&fork::SPEC, false);
+}
+
 /// Thread mode stops at --max-conns threads: more clients are refused, and
 /// places free when clients leave.
 #[test]

@@ -72,17 +72,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .context("cannot register the listener with the reactor")?;
     // gevent's tasks all run on one thread: a local executor, driven by
     // `block_on` on this thread, which also waits in the reactor whenever
-    // no task can run.
-    let ex = LocalExecutor::new();
+    // no task can run. The accept task holds it too, to spawn a task per
+    // client: hence the `Rc`.
+    let ex = Rc::new(LocalExecutor::new());
     let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
     shared::net::announce(listener.get_ref())?;
-    async_io::block_on(ex.run(accept_loop(&ex, listener, room, args.echo.max_line)))
+    // The accept loop is a task like any connection's, not `run`'s own
+    // future: `run` polls its own future only when no task is ready or
+    // after 200 task runs, so two clients that never pause would keep a
+    // newcomer waiting for seconds. As a task, the listener's wake-up
+    // joins the executor's queue (first in, first out) beside the
+    // connections', and is served in the same round as every other socket
+    // the reactor found ready. `run` ends when this task does, with its
+    // error: the server's only way out.
+    let server = ex.spawn(accept_loop(
+        Rc::clone(&ex),
+        listener,
+        room,
+        args.echo.max_line,
+    ));
+    async_io::block_on(ex.run(server))
 }
 
 /// The accepting task: a task per client, as gevent's `StreamServer`
 /// spawns a greenlet per connection.
 async fn accept_loop(
-    ex: &LocalExecutor<'_>,
+    ex: Rc<LocalExecutor<'static>>,
     listener: Async<TcpListener>,
     room: Room,
     max_line: usize,

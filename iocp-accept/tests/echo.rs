@@ -108,6 +108,25 @@ fn a_thousand_clients_at_once() {
     }
 }
 
+/// Completions come back in the order they finished, an accept's among
+/// the receives', and each receive completion brings one buffer: two
+/// clients that pipeline without pause do not hold the loop, with no
+/// budget needed.
+#[test]
+fn a_flooder_does_not_hold_the_loop() {
+    if uring_available() {
+        testkit::suite::a_flooder_does_not_hold_the_loop(&SPEC, false);
+    }
+}
+
+/// The same with the single-shot loop, one receive armed per connection.
+#[test]
+fn single_shot_a_flooder_does_not_hold_the_loop() {
+    if uring_available() {
+        testkit::suite::a_flooder_does_not_hold_the_loop(&SINGLE, false);
+    }
+}
+
 /// `--help` is user documentation, with no developer notes in it.
 #[test]
 fn help_is_user_documentation() {

@@ -28,6 +28,20 @@ fn refuses_past_max_conns() {
     testkit::suite::refuses_past_max_conns(&with_idle_sleep::SPEC);
 }
 
+/// Each pass tries the listener and reads each connection once: two
+/// clients that pipeline without pause do not hold the loop, with no
+/// budget needed.
+#[test]
+fn a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&spinning::SPEC, false);
+}
+
+/// The same with `--idle-sleep-ms`: a pass that moved bytes never sleeps.
+#[test]
+fn with_idle_sleep_a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&with_idle_sleep::SPEC, false);
+}
+
 #[cfg(target_os = "linux")]
 mod cpu {
     use std::time::Duration;

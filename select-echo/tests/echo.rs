@@ -151,3 +151,9 @@ fn poll_an_idle_connection_holds_no_buffer() {
 fn a_flooder_does_not_hold_the_loop() {
     suite::a_flooder_does_not_hold_the_loop(&SPEC, false);
 }
+
+/// The same on poll: the same loop, so the same one read per ready socket.
+#[test]
+fn poll_a_flooder_does_not_hold_the_loop() {
+    suite::a_flooder_does_not_hold_the_loop(&POLL, false);
+}

@@ -27,6 +27,13 @@ fn refuses_past_max_conns() {
     testkit::suite::refuses_past_max_conns(&SPEC);
 }
 
+/// Level-triggered, one read per ready socket per turn: two clients that
+/// pipeline without pause do not hold the loop, with no budget needed.
+#[test]
+fn a_flooder_does_not_hold_the_loop() {
+    testkit::suite::a_flooder_does_not_hold_the_loop(&SPEC, false);
+}
+
 /// Waiting for readiness costs nothing: ten idle clients, no CPU to speak of.
 #[cfg(target_os = "linux")]
 #[test]
