@@ -273,7 +273,7 @@ fn thread_a_flooder_does_not_hold_the_loop() {
 }
 
 /// The pool: a worker serves one client until it leaves, so the two
-/// flooders and the third need three workers; `pool::SPEC` has four.
+/// flooders and the third need three workers; the pool module's spec has four.
 #[test]
 fn pool_a_flooder_does_not_hold_the_loop() {
     testkit::suite::a_flooder_does_not_hold_the_loop(&pool::SPEC, false);
