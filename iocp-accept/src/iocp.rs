@@ -20,7 +20,7 @@ use anyhow::Context;
 use log::{debug, info};
 use shared::echo::MAX_OWED;
 use shared::limits::Room;
-use shared::net::{ACCEPT_BACKOFF, ShortageLog};
+use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{LineBuffer, answer_lines, answer_rest};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE};
@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_line: args.echo.max_line,
         shortage: ShortageLog::default(),
     };
-    server.post_accepts();
+    server.post_accepts()?;
     shared::net::announce(&server.listener)?;
 
     loop {
@@ -162,7 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         if server.accept_retry_at.is_some_and(|t| Instant::now() >= t) {
             server.accept_retry_at = None;
-            server.post_accepts();
+            server.post_accepts()?;
         }
         if overlapped.is_null() {
             match error {
@@ -183,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(code) => Err(io::Error::from_raw_os_error(code as i32)),
         };
         match operation.kind {
-            Kind::Accept { socket, addresses } => server.on_accepted(socket, &addresses, result),
+            Kind::Accept { socket, addresses } => server.on_accepted(socket, &addresses, result)?,
             Kind::Recv { conn, input, .. } => server.on_received(conn, input, result),
             Kind::Send { conn, buf, sent } => server.on_sent(conn, buf, sent, result),
         }
@@ -231,17 +231,25 @@ where
 
 impl Server {
     /// Step 2 for the listener: keep `ACCEPTS_ARMED` AcceptEx calls posted.
-    fn post_accepts(&mut self) {
+    /// `Err` only for a broken listener, which ends the server.
+    fn post_accepts(&mut self) -> anyhow::Result<()> {
         while self.accepts_posted < ACCEPTS_ARMED {
-            if let Err(e) = self.post_accept() {
-                // No socket to accept into (out of descriptors or buffers):
-                // try again after a pause rather than spin.
-                self.shortage
-                    .pausing(&format_args!("cannot post AcceptEx: {e}"));
-                self.accept_retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
-                return;
+            let Err(e) = self.post_accept() else { continue };
+            match classify_accept_error(&e) {
+                // A listener AcceptEx refuses (WSAEINVAL, WSAENOTSOCK) will
+                // never take a client again: a pause would hide the fault.
+                AcceptError::Fatal => return Err(e).context("accept failed"),
+                // No socket to accept into (out of descriptors or buffers),
+                // or a passing fault: try again after a pause, not a spin.
+                _ => {
+                    self.shortage
+                        .pausing(&format_args!("cannot post AcceptEx: {e}"));
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return Ok(());
+                }
             }
         }
+        Ok(())
     }
 
     /// The article's `ov.AcceptEx(listen_sock.fileno(), conn_sock.fileno())`.
@@ -283,13 +291,20 @@ impl Server {
         Ok(())
     }
 
-    /// The article's `on_accepted()`.
-    fn on_accepted(&mut self, socket: Socket, addresses: &[u8], result: io::Result<usize>) {
+    /// The article's `on_accepted()`. A failed accept is that client's
+    /// (reset before it was taken); a broken listener shows in the repost
+    /// first, and ends the server there.
+    fn on_accepted(
+        &mut self,
+        socket: Socket,
+        addresses: &[u8],
+        result: io::Result<usize>,
+    ) -> anyhow::Result<()> {
         self.accepts_posted -= 1;
-        self.post_accepts();
+        self.post_accepts()?;
         if let Err(e) = result {
             debug!("AcceptEx: {e}");
-            return;
+            return Ok(());
         }
         let listener = self.listener.as_raw_socket() as SOCKET;
         // Without this, getpeername, shutdown and the like fail on the new
@@ -307,18 +322,18 @@ impl Server {
         };
         if rc == SOCKET_ERROR {
             debug!("SO_UPDATE_ACCEPT_CONTEXT: {}", io::Error::last_os_error());
-            return;
+            return Ok(());
         }
         let peer = self.peer_of(addresses);
         let stream = TcpStream::from(socket);
         if self.conns.len() >= self.room.conns {
             self.shortage.refusing(&self.room.limit);
             shared::net::refuse(&stream);
-            return;
+            return Ok(());
         }
         if let Err(e) = associate(self.port, stream.as_raw_socket() as SOCKET) {
             debug!("{peer}: {e}");
-            return;
+            return Ok(());
         }
         self.shortage.clear();
         info!("{peer} connected");
@@ -332,6 +347,7 @@ impl Server {
             broken: false,
         });
         self.post_recv(conn);
+        Ok(())
     }
 
     /// The client's address, from AcceptEx's output buffer.
