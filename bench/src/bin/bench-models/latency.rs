@@ -175,11 +175,12 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
 }
 
 /// A step's figure from its rounds: the median round by p99, the figure
-/// the objective reads (of two, the higher). A round in which the
-/// generator fell behind its schedule measured this machine's stall (or
-/// the generator), not the server: it is set aside where another round
-/// kept to the schedule. A step where every round fell behind stays
-/// generator-bound. `None` for a step no round ran.
+/// the objective reads (of two, the higher). A lost round (its replies
+/// did not all come, or the run failed) has no p99 and counts as the
+/// worst. A round in which the generator fell behind its schedule
+/// measured this machine's stall (or the generator), not the server: it is
+/// set aside where another round kept to the schedule. A step where every
+/// round fell behind stays generator-bound. `None` for a step no round ran.
 fn median_round(rounds: Vec<Step>) -> Option<Step> {
     let run = rounds.len();
     let mut kept: Vec<Step> = if rounds.iter().all(Step::generator_bound) {
@@ -190,7 +191,8 @@ fn median_round(rounds: Vec<Step>) -> Option<Step> {
             .filter(|r| !r.generator_bound())
             .collect()
     };
-    kept.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
+    // A lost round's p99 is 0, the default: ordered by it, it would be the best.
+    kept.sort_by(|a, b| a.lost.cmp(&b.lost).then(a.p99_us.total_cmp(&b.p99_us)));
     let set_aside = run - kept.len();
     let at = kept.len() / 2;
     let mut step = kept.into_iter().nth(at)?;
@@ -308,4 +310,50 @@ pub fn generator_ceiling(env: &Env, m: &Model) -> anyhow::Result<Vec<Step>> {
         }
     }
     Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A round that ran at 10 000/s, all of it carried, with this p99.
+    fn round(p99_us: f64) -> Step {
+        Step {
+            offered: 10_000.0,
+            achieved: 10_000.0,
+            p50_us: p99_us / 2.0,
+            p99_us,
+            rounds: 1,
+            ..Step::default()
+        }
+    }
+
+    /// A round whose replies did not all come back, as `one` reports it.
+    fn lost() -> Step {
+        Step {
+            offered: 10_000.0,
+            lost: true,
+            ..Step::default()
+        }
+    }
+
+    #[test]
+    fn a_lost_round_is_the_worst_of_its_step() {
+        let step = median_round(vec![round(400.0), lost(), round(2500.0)]).expect("rounds ran");
+        assert_eq!((step.p99_us, step.lost), (2500.0, false));
+        assert!(!step.meets_objective());
+        assert_eq!((step.rounds, step.set_aside), (3, 0));
+        // Of two, the higher: the lost one.
+        let step = median_round(vec![lost(), round(400.0)]).expect("rounds ran");
+        assert!(step.lost && !step.meets_objective());
+        // A lost round beside rounds the generator fell behind in is kept,
+        // and still the worst.
+        let late = Step {
+            late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..round(300.0)
+        };
+        let step = median_round(vec![late.clone(), lost(), late]).expect("rounds ran");
+        assert!(step.lost, "{step:?}");
+        assert_eq!(step.set_aside, 2);
+    }
 }
