@@ -16,14 +16,24 @@
 //! | `vm.max_map_count` (65 530 by default) | 4 memory mappings: its stack and guard page, its signal stack and guard |
 //! | `kernel.threads-max`, `kernel.pid_max` | a task, system-wide |
 //! | `RLIMIT_NPROC` (`ulimit -u`; not held to root) | a task of this user |
-//! | `RLIMIT_AS` (`ulimit -v`) | its stacks' address space (and, once, glibc's malloc arenas: see [`bound_malloc_arenas`]) |
+//! | `RLIMIT_AS` (`ulimit -v`) | its stacks' address space and the most its connection's buffers can take ([`connection_heap`]); and, once, room for glibc's malloc arenas (see [`bound_malloc_arenas`]) |
 //!
-//! Each is read with what is already in use and a reserve for the rest of
-//! the process, so the ceiling is a little under the real edge. A limit
-//! another process lowers later (other users' tasks) is met by `spawn`
-//! failing, which the server answers the same way. Address space is also
-//! checked before each spawn ([`AddressSpace`]), since what the process
-//! maps besides threads can grow after the ceiling was worked out.
+//! Address space is a ceiling of its own kind: a thread that started fine
+//! can still run out later, when a client's long line makes its buffers
+//! grow, and Rust ends the whole process on an allocation that fails. So
+//! the budget is each connection's worst case, not what it holds when it
+//! starts: stacks, and the buffers the longest line `--max-line` allows
+//! grows, all connections at once. At `ulimit -v 1048576` with the default
+//! 64 KiB lines, that is about 615 KiB a connection (279 KiB of stacks,
+//! 336 KiB of buffers), and the ceiling about 1 375 threads, where stacks
+//! alone would allow some 3 000 whose long lines would end the server.
+//!
+//! Each limit is read with what is already in use and a reserve for the
+//! rest of the process, so the ceiling is a little under the real edge. A
+//! limit another process lowers later (other users' tasks) is met by
+//! `spawn` failing, which the server answers the same way. Address space is
+//! also checked before each spawn ([`AddressSpace`]), since what the
+//! process maps besides threads can grow after the ceiling was worked out.
 
 use std::fmt;
 
@@ -39,14 +49,16 @@ const RESERVE_TASKS: usize = 64;
 #[cfg(target_os = "linux")]
 const RESERVE_ADDRESS_SPACE: usize = 64 << 20;
 
-/// Address space glibc reserves for each malloc arena beyond the first
-/// (`HEAP_MAX_SIZE` on 64-bit targets); `ulimit -v` counts reservations,
-/// though little of it is ever touched.
+/// Address space of one heap of a malloc arena beyond the first
+/// (`HEAP_MAX_SIZE` on 64-bit targets). An arena grows by adding heaps as
+/// it fills, each a 64 MiB reservation that `ulimit -v` counts in full,
+/// however little of it is touched. To align a new heap glibc maps twice
+/// that and gives back the rest, so for a moment it needs 128 MiB.
 #[cfg(target_os = "linux")]
 const ARENA_SIZE: usize = 64 << 20;
-/// Address space kept free before each spawn: what threads started but not
-/// yet running still map (their signal stacks), and the allocations of the
-/// threads already serving.
+/// Address space kept free before each spawn, beyond the new connection's
+/// own: what threads started but not yet running still map (their signal
+/// stacks), and the allocations of the threads already serving.
 #[cfg(target_os = "linux")]
 const SPAWN_HEADROOM: usize = 32 << 20;
 
@@ -77,28 +89,47 @@ pub fn bound_malloc_arenas() -> usize {
     1
 }
 
+/// Heap one connection can hold at once, at worst, when lines may be
+/// `max_line` bytes long: its input buffer at its largest
+/// ([`shared::LineBuffer::most_storage`], 128 KiB at 64 KiB lines) and
+/// the block half that size it is copied out of as it grows (a `realloc`
+/// that cannot grow in place holds both); its reply buffer, which `echo`
+/// keeps to that storage and an `ERR` line, and empties before it grows;
+/// and a page for each of those blocks (malloc's header, and the rounding
+/// of a block mapped on its own) and for the thread's small allocations
+/// (its name, handle and hand-over channel, malloc's per-thread cache).
+#[cfg(target_os = "linux")]
+pub fn connection_heap(max_line: usize) -> usize {
+    let input = shared::LineBuffer::most_storage(max_line);
+    let replies = input.saturating_add(shared::echo::ERR_LINE_TOO_LONG.len());
+    input
+        .saturating_add(input / 2)
+        .saturating_add(replies)
+        .saturating_add(4 * page())
+}
+
 /// `RLIMIT_AS`, checked before each thread is started: the limit less what
-/// the process maps now must hold one more thread and some headroom.
+/// the process maps now must hold one more connection and some headroom.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct AddressSpace {
     limit: usize,
-    per_thread: usize,
+    per_connection: usize,
 }
 
 impl AddressSpace {
     /// `None` when address space is unlimited (the usual case: then the
     /// check costs nothing) or cannot be read (not Linux).
     #[cfg(target_os = "linux")]
-    pub fn limited(stack: usize) -> Option<AddressSpace> {
+    pub fn limited(stack: usize, max_line: usize) -> Option<AddressSpace> {
         Some(AddressSpace {
             limit: soft_limit(libc::RLIMIT_AS)?,
-            per_thread: per_thread(stack),
+            per_connection: per_thread(stack).saturating_add(connection_heap(max_line)),
         })
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn limited(_stack: usize) -> Option<AddressSpace> {
+    pub fn limited(_stack: usize, _max_line: usize) -> Option<AddressSpace> {
         None
     }
 
@@ -107,12 +138,12 @@ impl AddressSpace {
         #[cfg(target_os = "linux")]
         if let Some(used) = address_space_in_use() {
             let left = self.limit.saturating_sub(used);
-            if left < self.per_thread + SPAWN_HEADROOM {
+            if left < self.per_connection.saturating_add(SPAWN_HEADROOM) {
                 return Err(format!(
-                    "{} MiB of RLIMIT_AS = {} MiB left, {} KiB a thread (ulimit -v)",
+                    "{} MiB of RLIMIT_AS = {} MiB left, {} KiB a connection (ulimit -v)",
                     left >> 20,
                     self.limit >> 20,
-                    self.per_thread >> 10
+                    self.per_connection >> 10
                 ));
             }
         }
@@ -136,11 +167,12 @@ impl fmt::Display for Ceiling {
     }
 }
 
-/// The thread ceiling for threads of `stack` bytes of stack, with malloc
-/// capped at `arenas` arenas ([`bound_malloc_arenas`]), or `None` where the
-/// limits cannot be read (not Linux).
+/// The thread ceiling for threads of `stack` bytes of stack serving lines
+/// of up to `max_line` bytes, with malloc capped at `arenas` arenas
+/// ([`bound_malloc_arenas`]), or `None` where the limits cannot be read
+/// (not Linux).
 #[cfg(target_os = "linux")]
-pub fn thread_ceiling(stack: usize, arenas: usize) -> Option<Ceiling> {
+pub fn thread_ceiling(stack: usize, max_line: usize, arenas: usize) -> Option<Ceiling> {
     let mut candidates = Vec::new();
     if let (Some(max), Some(used)) = (read_number("/proc/sys/vm/max_map_count"), maps_in_use()) {
         // Each arena is two mappings: the part in use and the reserved rest.
@@ -169,16 +201,24 @@ pub fn thread_ceiling(stack: usize, arenas: usize) -> Option<Ceiling> {
         });
     }
     if let (Some(max), Some(used)) = (soft_limit(libc::RLIMIT_AS), address_space_in_use()) {
-        let per_thread = per_thread(stack);
-        // The arenas beyond the first (which grows by brk), and room for
-        // the double-size mapping glibc makes, and trims, to align each.
-        let arenas = arenas * ARENA_SIZE;
+        let stacks = per_thread(stack);
+        let buffers = connection_heap(max_line);
+        // The buffers themselves are counted a connection at a time. Each
+        // arena beyond the first (which grows by brk) adds heaps as they
+        // fill: besides what they hold, it needs the unused rest of its
+        // last heap, and 64 MiB more for the moment glibc maps a new heap
+        // at double size to align it.
+        let arenas = arenas.saturating_sub(1) * 2 * ARENA_SIZE;
+        let per_connection = stacks.saturating_add(buffers);
         candidates.push(Ceiling {
-            threads: max.saturating_sub(used + arenas + RESERVE_ADDRESS_SPACE) / per_thread,
+            threads: max.saturating_sub(used + arenas + RESERVE_ADDRESS_SPACE) / per_connection,
             limit: format!(
-                "RLIMIT_AS = {} MiB, {} KiB of address space a thread (ulimit -v)",
+                "RLIMIT_AS = {} MiB, {} KiB of address space a connection: \
+                 {} KiB of stacks, {} KiB of buffers at most (ulimit -v)",
                 max >> 20,
-                per_thread >> 10
+                per_connection >> 10,
+                stacks >> 10,
+                buffers >> 10
             ),
         });
     }
@@ -186,7 +226,7 @@ pub fn thread_ceiling(stack: usize, arenas: usize) -> Option<Ceiling> {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn thread_ceiling(_stack: usize, _arenas: usize) -> Option<Ceiling> {
+pub fn thread_ceiling(_stack: usize, _max_line: usize, _arenas: usize) -> Option<Ceiling> {
     None
 }
 

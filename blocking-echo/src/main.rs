@@ -36,6 +36,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use log::{debug, info, warn};
+use shared::echo::ERR_LINE_TOO_LONG;
 use shared::limits::Room;
 use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
 use shared::{LineBuffer, answer_lines, answer_rest};
@@ -115,8 +116,8 @@ const THREAD_STACK: usize = 256 * 1024;
 /// goes on, where an unchecked `spawn` would close it unanswered, or worse.
 fn thread_per_connection(listener: TcpListener, max_line: usize, room: Room) -> anyhow::Result<()> {
     let arenas = ceiling::bound_malloc_arenas();
-    let ceiling = ceiling::thread_ceiling(THREAD_STACK, arenas);
-    let space = ceiling::AddressSpace::limited(THREAD_STACK);
+    let ceiling = ceiling::thread_ceiling(THREAD_STACK, max_line, arenas);
+    let space = ceiling::AddressSpace::limited(THREAD_STACK, max_line);
     let (cap, limit) = match &ceiling {
         Some(c) if c.threads < room.conns => {
             warn!(
@@ -249,6 +250,7 @@ fn echo(stream: &mut TcpStream, max_line: usize) -> io::Result<()> {
         };
         input.filled(n);
         let at_end = n == 0;
+        room_for_replies(&mut replies, &input);
         let verdict = if at_end {
             answer_rest(&mut input, b"", &mut replies)
         } else {
@@ -260,5 +262,77 @@ fn echo(stream: &mut TcpStream, max_line: usize) -> io::Result<()> {
             shared::net::close_gracefully(stream);
             return Ok(());
         }
+    }
+}
+
+/// Makes `replies`, empty between passes, big enough for all this pass can
+/// owe: a reply as long as every byte buffered, and an `ERR` line. It doubles as a
+/// `Vec` does, but never past the input's storage and that line, and lets
+/// go of the old block before it takes the new one. So a connection's heap
+/// has the worst case the thread ceiling budgets
+/// (`ceiling::connection_heap`), where a `Vec` left to grow itself could
+/// double past the longest line's reply.
+#[inline]
+fn room_for_replies(replies: &mut Vec<u8>, input: &LineBuffer) {
+    let owed_at_most = input.buffered() + ERR_LINE_TOO_LONG.len();
+    if replies.capacity() < owed_at_most {
+        let most = input.capacity() + ERR_LINE_TOO_LONG.len();
+        let grown = (2 * replies.capacity()).max(owed_at_most).min(most);
+        *replies = Vec::new();
+        replies.reserve_exact(grown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the lines, the reply buffer is grown only by
+    /// `room_for_replies`, never by the answering that follows it, and
+    /// never past the input's largest storage and an `ERR` line: the
+    /// bound `ceiling::connection_heap` budgets.
+    #[test]
+    fn replies_stay_within_the_input_storage_and_an_err_line() {
+        let max_line = 64 * 1024;
+        let most = LineBuffer::most_storage(max_line) + ERR_LINE_TOO_LONG.len();
+        let line = |n: usize, end: &[u8]| [vec![b'q'; n], end.to_vec()].concat();
+        // Short lines, a longest partial line, two long lines in one read,
+        // a partial line grown again, and one too long.
+        let reads = [
+            line(10, b"\n"),
+            line(65_000, b""),
+            [line(500, b"\n"), line(65_000, b"\n")].concat(),
+            line(max_line, b""),
+            line(0, b"\n"),
+            line(max_line + 1, b""),
+        ];
+        let mut input = LineBuffer::new(max_line);
+        let mut replies = Vec::new();
+        let mut largest = 0;
+        for (at, read) in reads.iter().enumerate() {
+            let mut read = &read[..];
+            while !read.is_empty() {
+                let spare = input.spare();
+                let n = spare.len().min(read.len());
+                spare[..n].copy_from_slice(&read[..n]);
+                input.filled(n);
+                read = &read[n..];
+                room_for_replies(&mut replies, &input);
+                let room = replies.capacity();
+                let verdict = answer_lines(&mut input, b"", &mut replies);
+                assert_eq!(replies.capacity(), room, "read {at}: grown while answering");
+                assert!(room <= most, "read {at}: {room} bytes");
+                largest = largest.max(room);
+                if verdict.is_err() {
+                    assert_eq!(at, reads.len() - 1);
+                    assert!(replies.ends_with(ERR_LINE_TOO_LONG));
+                    // Room was made for the two long lines together.
+                    assert!(largest >= 65_000 + 500 + 2, "{largest}");
+                    return;
+                }
+                replies.clear();
+            }
+        }
+        panic!("the line too long was not refused");
     }
 }

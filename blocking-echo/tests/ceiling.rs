@@ -197,6 +197,88 @@ fn thread_mode_refuses_at_rlimit_as() {
     }));
 }
 
+/// At that limit every client the server takes may send the longest line
+/// `--max-line` allows, all at once: the buffers such a line grows are in
+/// the ceiling's budget, so no allocation fails (Rust would end the server
+/// on one). Each served client sends 64 KiB with no newline; once the
+/// server has read all of it, a newcomer is answered or refused, and each
+/// client, ending its line, gets all of it back upper-cased.
+#[test]
+fn thread_mode_at_rlimit_as_holds_a_longest_line_on_every_connection() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    raise_nofile_limit(8_000);
+    let mut server = start_under_one_gib();
+    assert!(
+        server.logged(|l| ceiling_of(l).is_some()),
+        "no ceiling below --max-conns:\n{}",
+        server.log()
+    );
+    let ceiling = ceiling_of(&server.log()).expect("seen above");
+    let (mut served, refused) = one_by_one(&server, ceiling + 20);
+    assert!(refused > 0 && served.len() <= ceiling, "ceiling {ceiling}");
+    let line = vec![b'x'; 64 * 1024];
+    for client in &mut served {
+        client.send(&line);
+    }
+    let all_read = eventually(|| unread(&server, &served) == Some(0));
+    assert!(
+        all_read,
+        "the server has not read every long line (exit: {:?}):\n{}",
+        server.try_exit_status(),
+        server.log()
+    );
+    let mut newcomer = server.connect();
+    newcomer.send(b"newcomer\n");
+    let answer = newcomer.read_line().expect("an answer");
+    assert!(
+        answer == b"NEWCOMER\n" || answer == ERR_SERVER_FULL.as_bytes(),
+        "newcomer got {:?}\n{}",
+        String::from_utf8_lossy(&answer),
+        server.log()
+    );
+    for client in &mut served {
+        client.send(b"\n");
+    }
+    let mut reply = line.to_ascii_uppercase();
+    reply.push(b'\n');
+    for (i, client) in served.iter_mut().enumerate() {
+        let got = client
+            .read_exact(reply.len())
+            .unwrap_or_else(|e| panic!("client {i}: {e}\n{}", server.log()));
+        assert!(got == reply, "client {i}: a wrong reply");
+    }
+    assert_eq!(server.try_exit_status(), None, "{}", server.log());
+    eprintln!(
+        "thread mode at RLIMIT_AS 1 GiB: ceiling {ceiling}, {} served a {}-byte line each",
+        served.len(),
+        line.len()
+    );
+}
+
+/// Bytes the clients sent that the server has not read: those still in the
+/// clients' send queues (`SIOCOUTQ`), and those in the server's receive
+/// queues (`SIOCINQ`, read through copies of its sockets). `None` if the
+/// server's sockets cannot be copied (it has ended, or the kernel cannot).
+fn unread(server: &TestServer, clients: &[LineClient]) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let queued = |fd: i32, request| {
+        let mut bytes: libc::c_int = 0;
+        // SAFETY: both requests write one c_int to the pointer given,
+        // `bytes`, a live local.
+        let done = unsafe { libc::ioctl(fd, request, &raw mut bytes) };
+        (done == 0).then_some(bytes as usize)
+    };
+    let mut unread = 0;
+    for client in clients {
+        unread += queued(client.stream().as_raw_fd(), libc::TIOCOUTQ)?;
+    }
+    for (_, socket) in testkit::proc::socket_copies(server.pid()).ok()? {
+        // The listener has no queue of bytes: the request fails on it.
+        unread += queued(socket.as_raw_fd(), libc::FIONREAD).unwrap_or(0);
+    }
+    Some(unread)
+}
+
 /// The ceiling line is what a user reads; it names the limit.
 #[test]
 fn the_ceiling_is_logged_at_start() {

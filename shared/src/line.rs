@@ -82,6 +82,25 @@ impl LineBuffer {
         self.buf.len()
     }
 
+    /// The most storage a buffer that accepts lines of `max_line` bytes
+    /// ever holds when it is read into through [`spare`](Self::spare), for
+    /// a server that must budget its memory beforehand. Storage starts at
+    /// `MIN_READ` and only doubles ([`make_room`](Self::make_room)), and it
+    /// grows only while what is buffered leaves less than `MIN_READ` free.
+    /// After the lines are taken, what is buffered is one partial line, at
+    /// most `max_line` bytes; so storage stops at the first doubling that
+    /// holds such a line and a read: 128 KiB at the default 64 KiB limit.
+    pub fn most_storage(max_line: usize) -> usize {
+        let mut storage = MIN_READ;
+        while storage - MIN_READ < max_line {
+            match storage.checked_mul(2) {
+                Some(doubled) => storage = doubled,
+                None => return usize::MAX,
+            }
+        }
+        storage
+    }
+
     /// Appends bytes that arrived some other way (a completion buffer, a test).
     pub fn extend(&mut self, data: &[u8]) {
         self.make_room(data.len());
@@ -470,6 +489,44 @@ mod tests {
             while let Ok(Some(_)) = buf.next_line() {}
         }
         assert!(buf.capacity() <= 1000 + 2 * MIN_READ, "{}", buf.capacity());
+    }
+
+    /// Reads sized to leave the partial line at every length up to the
+    /// limit (the worst case for growth), then the newline: the storage
+    /// allocated never passes `most_storage`, and reaches it.
+    #[test]
+    fn most_storage_bounds_what_a_read_loop_allocates() {
+        for max_line in [1, 100, 8191, 8192, 8193, 60_000, 64 * 1024, 100_000] {
+            let mut most = 0;
+            for step in [1, 997, 8192, 100_000] {
+                let mut buf = LineBuffer::new(max_line);
+                let mut sent = 0;
+                while sent < max_line {
+                    let spare = buf.spare();
+                    let n = spare.len().min(step).min(max_line - sent);
+                    spare[..n].fill(b'x');
+                    buf.filled(n);
+                    sent += n;
+                    assert_eq!(buf.next_lines(), Ok(None));
+                    most = most.max(buf.buf.capacity());
+                }
+                let spare = buf.spare();
+                spare[0] = b'\n';
+                buf.filled(1);
+                most = most.max(buf.buf.capacity());
+                assert_eq!(
+                    buf.next_lines().map(|l| l.map(<[u8]>::len)),
+                    Ok(Some(max_line + 1))
+                );
+            }
+            assert_eq!(
+                most,
+                LineBuffer::most_storage(max_line),
+                "max_line {max_line}"
+            );
+        }
+        assert_eq!(LineBuffer::most_storage(64 * 1024), 128 * 1024);
+        assert_eq!(LineBuffer::most_storage(usize::MAX), usize::MAX);
     }
 
     #[test]

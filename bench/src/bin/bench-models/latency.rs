@@ -92,7 +92,8 @@ fn held(m: &Model, idle: usize) -> Result<usize, String> {
 /// the offered rate, or p99 past 100 ms) is past saturation: its higher
 /// steps are not run in that round. Between steps the server is given time
 /// to close the last step's connections (a thread or a process each, for
-/// some models), so that the next step meets it at rest.
+/// some models), so that the next step meets it at rest; a server that has
+/// not closed them in that time fails the next step ([`after_the_wait`]).
 pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
     let rounds = env.latency_rounds;
     let ladder = ladder(env);
@@ -124,17 +125,18 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
                         progress::skip(1);
                         continue;
                     }
-                    let step = one(env, m, &server, rate, hold)?;
+                    let waited = wait_for_rest(&server, at_rest);
+                    let step =
+                        after_the_wait(m.name, rate, waited, || one(env, m, &server, rate, hold))?;
                     behind = step.saturated();
-                    testkit::eventually(|| {
-                        testkit::proc::tree_fd_count(server.pid()) <= at_rest + 4
-                    });
                     progress::step(&format!(
                         "latency, round {}: {} at {rate:.0}/s, {hold} idle",
                         round + 1,
                         m.name
                     ));
-                    line.push_str(&if step.lost {
+                    line.push_str(&if step.failed.is_some() {
+                        format!(" {:.0}k failed", rate / 1000.0)
+                    } else if step.lost {
                         format!(" {:.0}k lost", rate / 1000.0)
                     } else {
                         format!(" {:.0}k {:.0} µs", rate / 1000.0, step.p99_us)
@@ -174,12 +176,61 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
     Ok(all)
 }
 
+/// Waits, at most testkit's `TIMEOUT` (10 s), until `server` holds no more
+/// descriptors than it did at rest, give or take a few; `Err` says how many
+/// it still holds.
+fn wait_for_rest(server: &testkit::TestServer, at_rest: usize) -> Result<(), String> {
+    let mut open = at_rest;
+    let rested = testkit::eventually(|| {
+        open = testkit::proc::tree_fd_count(server.pid());
+        open <= at_rest + 4
+    });
+    if rested {
+        Ok(())
+    } else {
+        Err(format!(
+            "the last step's connections were still open after {} s \
+             ({open} descriptors held, {at_rest} at rest)",
+            testkit::TIMEOUT.as_secs()
+        ))
+    }
+}
+
+/// The step at `rate` once the server was waited for: `run` when it came
+/// to rest, or else, without running it, a failed step with the reason.
+/// Run beside the last step's connections it would measure them too; as a
+/// failed step it reads as any other does (`failed` in the report's table,
+/// the reason in the log), is the worst of its rounds ([`median_round`]),
+/// and ends its round's ladder, since the steps above would meet the same
+/// connections.
+fn after_the_wait(
+    model: &str,
+    rate: f64,
+    waited: Result<(), String>,
+    run: impl FnOnce() -> anyhow::Result<Step>,
+) -> anyhow::Result<Step> {
+    match waited {
+        Ok(()) => run(),
+        Err(why) => {
+            progress::say(&format!("   {model} at {rate:.0}/s: not run: {why}"));
+            Ok(Step {
+                offered: rate,
+                lost: true,
+                failed: Some(format!("not run: {why}")),
+                rounds: 1,
+                ..Step::default()
+            })
+        }
+    }
+}
+
 /// A step's figure from its rounds: the median round by p99, the figure
-/// the objective reads (of two, the higher). A round in which the
-/// generator fell behind its schedule measured this machine's stall (or
-/// the generator), not the server: it is set aside where another round
-/// kept to the schedule. A step where every round fell behind stays
-/// generator-bound. `None` for a step no round ran.
+/// the objective reads (of two, the higher). A lost round (its replies
+/// did not all come, or the run failed) has no p99 and counts as the
+/// worst. A round in which the generator fell behind its schedule
+/// measured this machine's stall (or the generator), not the server: it is
+/// set aside where another round kept to the schedule. A step where every
+/// round fell behind stays generator-bound. `None` for a step no round ran.
 fn median_round(rounds: Vec<Step>) -> Option<Step> {
     let run = rounds.len();
     let mut kept: Vec<Step> = if rounds.iter().all(Step::generator_bound) {
@@ -190,7 +241,8 @@ fn median_round(rounds: Vec<Step>) -> Option<Step> {
             .filter(|r| !r.generator_bound())
             .collect()
     };
-    kept.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
+    // A lost round's p99 is 0, the default: ordered by it, it would be the best.
+    kept.sort_by(|a, b| a.lost.cmp(&b.lost).then(a.p99_us.total_cmp(&b.p99_us)));
     let set_aside = run - kept.len();
     let at = kept.len() / 2;
     let mut step = kept.into_iter().nth(at)?;
@@ -308,4 +360,74 @@ pub fn generator_ceiling(env: &Env, m: &Model) -> anyhow::Result<Vec<Step>> {
         }
     }
     Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A round that ran at 10 000/s, all of it carried, with this p99.
+    fn round(p99_us: f64) -> Step {
+        Step {
+            offered: 10_000.0,
+            achieved: 10_000.0,
+            p50_us: p99_us / 2.0,
+            p99_us,
+            rounds: 1,
+            ..Step::default()
+        }
+    }
+
+    /// A round whose replies did not all come back, as `one` reports it.
+    fn lost() -> Step {
+        Step {
+            offered: 10_000.0,
+            lost: true,
+            ..Step::default()
+        }
+    }
+
+    #[test]
+    fn a_lost_round_is_the_worst_of_its_step() {
+        let step = median_round(vec![round(400.0), lost(), round(2500.0)]).expect("rounds ran");
+        assert_eq!((step.p99_us, step.lost), (2500.0, false));
+        assert!(!step.meets_objective());
+        assert_eq!((step.rounds, step.set_aside), (3, 0));
+        // Of two, the higher: the lost one.
+        let step = median_round(vec![lost(), round(400.0)]).expect("rounds ran");
+        assert!(step.lost && !step.meets_objective());
+        // A lost round beside rounds the generator fell behind in is kept,
+        // and still the worst.
+        let late = Step {
+            late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..round(300.0)
+        };
+        let step = median_round(vec![late.clone(), lost(), late]).expect("rounds ran");
+        assert!(step.lost, "{step:?}");
+        assert_eq!(step.set_aside, 2);
+    }
+
+    #[test]
+    fn a_step_after_a_failed_wait_is_not_run_and_fails() {
+        let why = "the last step's connections were still open after 10 s \
+                   (40 descriptors held, 12 at rest)";
+        let step = after_the_wait("select", 40_000.0, Err(why.into()), || {
+            panic!("run beside the last step's connections")
+        })
+        .expect("a step");
+        assert_eq!(step.offered, 40_000.0);
+        assert_eq!(step.failed.as_deref(), Some(&*format!("not run: {why}")));
+        assert!(step.saturated(), "the ladder stops there");
+        assert!(!step.meets_objective());
+        assert!(step.summary().contains(why), "{}", step.summary());
+        // Among its rounds, it is the worst.
+        let median = median_round(vec![round(400.0), step, round(900.0)]).expect("rounds ran");
+        assert_eq!(median.p99_us, 900.0);
+    }
+
+    #[test]
+    fn a_step_after_a_wait_that_held_is_run() {
+        let step = after_the_wait("select", 10_000.0, Ok(()), || Ok(round(350.0))).expect("a step");
+        assert_eq!((step.p99_us, step.failed), (350.0, None));
+    }
 }
