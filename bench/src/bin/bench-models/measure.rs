@@ -169,11 +169,21 @@ fn memory_per_connection(env: &Env, m: &Model, conns: usize, spoken: bool) -> f6
         }
     }
     let target = fds_before + conns;
-    eventually(|| proc::tree_fd_count(server.pid()) >= target);
+    // A server that has not taken every connection by now would have its
+    // memory divided among connections it does not hold: divide by those
+    // it holds, and say so.
+    let mut held = conns;
+    if !eventually(|| proc::tree_fd_count(server.pid()) >= target) {
+        held = proc::tree_fd_count(server.pid()).saturating_sub(fds_before);
+        crate::progress::say(&format!(
+            "   warning: the server holds {held} of {conns} connections after waiting; \
+             memory per connection is counted over those {held}"
+        ));
+    }
     thread::sleep(Duration::from_millis(200));
     let grown = memory(server.pid()).saturating_sub(before);
     drop(idle);
-    grown as f64 / conns as f64
+    grown as f64 / held.max(1) as f64
 }
 
 /// One point as the progress log shows it; `why_not` says why there is none.
