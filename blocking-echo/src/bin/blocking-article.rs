@@ -1,0 +1,120 @@
+//! Blocking I/O in one file: the serial server of article 001 §2.
+//!
+//! Every call waits until it is done. `accept` sleeps until a client comes,
+//! `read` sleeps until data arrives and then copies it (both phases of input
+//! block), `write_all` sleeps until the kernel has taken every byte. While the
+//! one thread sits in a call it can do nothing else, so one client is served
+//! at a time and the next waits, connected but unanswered.
+//!
+//! Not hardened: the server, `src/main.rs`, adds what this file leaves out:
+//! threads, a pool and processes, a line limit, `ERR server full`, back-off
+//! when descriptors run out, logging.
+//!
+//! ```text
+//! cargo run -p blocking-echo --bin blocking-article            # terminal 1
+//! cargo run -p shared --bin client -- --addr 127.0.0.1:5464    # terminal 2
+//! ```
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::exit;
+
+fn main() {
+    // The article binds 0.0.0.0:5464; we stay on loopback unless asked.
+    let addr = addr_from_args("127.0.0.1:5464");
+    // `socket()`, `bind` and `listen` in one call. std's backlog (128 on
+    // Linux) stands in for the article's `listen(100)`.
+    let server = TcpListener::bind(&addr).unwrap_or_else(|e| {
+        eprintln!("error: cannot listen on {addr}: {e}");
+        exit(1)
+    });
+    println!("listening on {}", server.local_addr().expect("bound"));
+    io::stdout().flush().expect("stdout");
+    loop_forever(&server)
+}
+
+/// The article's `handle(conn)`. It reads one `recv(1024)`, answers
+/// `Server:Good Bye.` and closes; here the client is served the echo
+/// protocol until it leaves: a reply per whole line, however the reads cut
+/// the stream.
+fn handle(mut conn: TcpStream) -> io::Result<()> {
+    let mut chunk = [0u8; 1024];
+    // The part of a line still waiting for its newline.
+    let mut line = Vec::new();
+    let mut replies = Vec::new();
+    loop {
+        // "Blocks until data comes": the thread sleeps here through both
+        // phases, the wait and the copy. Python's `recv` retries a signal
+        // for us; Rust hands us `Interrupted`.
+        let n = match conn.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        // The article's `print(repr(chunk))`.
+        eprintln!("{:?}", String::from_utf8_lossy(&chunk[..n]));
+        // At the end (0), a fragment left by a half-close is a line too.
+        let data: &[u8] = if n == 0 && !line.is_empty() {
+            b"\n"
+        } else {
+            &chunk[..n]
+        };
+        answer(&mut line, data, &mut replies);
+        // "Blocks until sent": `send` may take only part of the bytes and
+        // the article ignores the rest; `write_all` sleeps until all are
+        // taken. A client that never reads leaves us asleep here.
+        conn.write_all(&replies)?;
+        replies.clear();
+        if n == 0 {
+            // The article's `conn.close()`: dropping `conn` closes it.
+            return Ok(());
+        }
+    }
+}
+
+/// The article's `loop_forever`: accept a client, serve it until it leaves,
+/// only then accept the next.
+fn loop_forever(server: &TcpListener) -> ! {
+    loop {
+        // "Blocks until a connection comes."
+        match server.accept() {
+            Ok((client, addr)) => {
+                eprintln!("{addr}");
+                // A reset or broken pipe ends this client only, as the
+                // article's `except socket.error: pass` does.
+                if let Err(e) = handle(client) {
+                    eprintln!("{addr}: {e}");
+                }
+            }
+            // A client that left before we took it, or no descriptor free.
+            Err(e) => eprintln!("accept: {e}"),
+        }
+    }
+}
+
+/// Adds `data` to the unfinished `line` and moves every whole line, upper-
+/// cased (ASCII a-z only, like Python's `bytes.upper()`), to `replies`.
+/// The article upper-cases whatever one `recv` returned; TCP is a byte
+/// stream, so a read may hold half a line or many, and only the newline
+/// says where a line ends. Only `data` is searched: linear in bytes read.
+fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
+    let kept = line.len();
+    line.extend_from_slice(data);
+    if let Some(last) = data.iter().rposition(|&b| b == b'\n') {
+        let whole = line.drain(..=kept + last);
+        replies.extend(whole.map(|b| b.to_ascii_uppercase()));
+    }
+}
+
+/// `--addr HOST:PORT`, or the article's port on loopback.
+fn addr_from_args(default: &str) -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => default.to_string(),
+        [flag, addr] if flag == "--addr" => addr.clone(),
+        _ => {
+            eprintln!("usage: blocking-article [--addr HOST:PORT] (default {default})");
+            exit(2)
+        }
+    }
+}
