@@ -147,7 +147,7 @@ pub fn concurrent_50x100(spec: &EchoSpec) {
 ///
 /// A serial server's clients start together and then connect: the ones it
 /// has not reached wait in its listen queue, which may hold fewer than 200
-/// (std's `TcpListener::bind` asks for 128), and the kernel drops the SYNs
+/// (std's `std::net::TcpListener::bind` asks for 128), and the kernel drops the SYNs
 /// past it for the client to send again. Were all 200 to connect before any
 /// sent, the server would wait on its first client's line while that client
 /// waited for the 200th to connect.
