@@ -25,8 +25,12 @@
 //!
 //! Read in this order:
 //!
+//! 0. `bin/iocp-article.rs` (Windows) or `bin/uring-article.rs` (Linux):
+//!    the article's program in one file, the four steps and an echo, with
+//!    no limits;
 //! 1. `uring.rs`: IOCP's shape on Linux (`--single-shot`), one operation,
-//!    one completion, the article's four steps and nothing more;
+//!    one completion, the article's four steps and what a server needs
+//!    around them (bounded memory, descriptor shortages, a full queue);
 //! 2. `multishot.rs`, the default: what a production loop adds on top of it
 //!    (operations armed once that complete many times, receive buffers
 //!    that belong to the loop: `bufring.rs`), as liburing pairs a minimal
