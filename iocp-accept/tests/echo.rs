@@ -343,3 +343,41 @@ fn slow_reader(addr: std::net::SocketAddr) -> std::net::TcpStream {
         .expect("timeout");
     stream
 }
+
+/// Multishot: an over-long line that arrives in a receive's last
+/// completion ends the connection like any other (`ERR line too long`,
+/// then a clean close), and the server goes on serving. A completion queue
+/// of 4 entries (`--max-conns 4 --ring-entries 1`) makes the receive end
+/// there: 64 KiB sent at once fill 16 buffers, the kernel posts four
+/// completions, and the fifth, which finds the queue full, is the last
+/// one, with data (`IORING_CQE_F_MORE` clear); the limit of 17 000 bytes is
+/// passed in that fifth buffer. (That the ended receive is not cancelled
+/// is the multishot module's unit test; on the wire the two look alike.)
+#[test]
+fn an_over_long_line_in_a_receives_last_completion() {
+    use testkit::suite::ERR_LINE_TOO_LONG;
+
+    if !uring_available() {
+        return;
+    }
+    let args = [
+        "--max-conns",
+        "4",
+        "--ring-entries",
+        "1",
+        "--max-line",
+        "17000",
+    ];
+    let server = SPEC.start(&args);
+    for round in 0..3 {
+        let mut over = server.connect();
+        // Accepted and its receive armed, with the completion queue empty.
+        let hello = format!("hello {round}");
+        assert_eq!(over.request(&hello), SPEC.reply(&hello));
+        over.send(&[b'x'; 64 << 10]);
+        assert_eq!(over.read_line().unwrap(), ERR_LINE_TOO_LONG.as_bytes());
+        assert_eq!(over.read_to_end().expect("a clean close, not a reset"), b"");
+    }
+    let mut after = server.connect();
+    assert_eq!(after.request("after"), SPEC.reply("after"));
+}
