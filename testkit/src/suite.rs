@@ -1064,10 +1064,7 @@ pub fn all_served_at_once(spec: &EchoSpec, n: usize) {
 pub fn idle_costs_no_cpu(spec: &EchoSpec) {
     let server = spec.start(&[]);
     let used = idle_cpu(&server);
-    assert!(
-        used < Duration::from_millis(200),
-        "{used:?} of CPU in 2 s"
-    );
+    assert!(used < Duration::from_millis(200), "{used:?} of CPU in 2 s");
 }
 
 /// `clients` clients connect, then all at once send `requests` lines in one
