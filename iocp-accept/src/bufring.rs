@@ -191,3 +191,163 @@ impl Drop for BufRing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A ring of `entries` buffers allocated as `register` allocates them,
+    /// but not registered: no system call, so the test needs no io_uring
+    /// (and could run under Miri). Freed by `BufRing`'s drop.
+    fn unregistered(entries: u16) -> BufRing {
+        let ring_layout =
+            Layout::from_size_align(usize::from(entries) * size_of::<BufDesc>(), 4096).unwrap();
+        let buffers_layout =
+            Layout::from_size_align(usize::from(entries) * BUF_SIZE, 4096).unwrap();
+        // SAFETY: both layouts have a non-zero size.
+        let (ring, buffers) = unsafe {
+            (
+                std::alloc::alloc_zeroed(ring_layout).cast::<BufDesc>(),
+                std::alloc::alloc_zeroed(buffers_layout),
+            )
+        };
+        assert!(!ring.is_null() && !buffers.is_null());
+        BufRing {
+            ring,
+            ring_layout,
+            buffers,
+            buffers_layout,
+            entries,
+            tail: 0,
+        }
+    }
+
+    /// Descriptor `slot` as the kernel reads it: address, length, id.
+    fn desc(ring: &BufRing, slot: usize) -> (u64, u32, u16) {
+        assert!(slot < usize::from(ring.entries));
+        // SAFETY: `slot` is inside the ring's allocation (checked above);
+        // the fields are read through raw pointers, as `push` writes them.
+        unsafe {
+            let d = ring.ring.add(slot);
+            (
+                (&raw const (*d).addr).read(),
+                (&raw const (*d).len).read(),
+                (&raw const (*d).bid).read(),
+            )
+        }
+    }
+
+    /// The tail as the kernel reads it: the first descriptor's `resv`.
+    fn published(ring: &BufRing) -> u16 {
+        // SAFETY: as in `publish`: the first descriptor's `resv`, valid,
+        // aligned, and only ever accessed atomically.
+        unsafe { &*(&raw const (*ring.ring).resv).cast::<AtomicU16>() }.load(Ordering::Acquire)
+    }
+
+    /// Buffers taken and given back, out of order, for more than 65 536
+    /// pushes, so that the tail wraps past `u16::MAX` as well as around the
+    /// ring many times. Each push fills the slot the tail names with the
+    /// buffer's address, length and id, and never the tail itself, which
+    /// lives in slot 0's `resv`: what the kernel reads there changes only
+    /// when `publish` stores it, and then it is the count pushed, wrapped.
+    #[test]
+    fn push_and_publish_across_the_wrap() {
+        const ENTRIES: u16 = 8;
+        let mut ring = unregistered(ENTRIES);
+        for bid in 0..ENTRIES {
+            ring.push(Taken { bid });
+        }
+        ring.publish();
+        assert_eq!(published(&ring), ENTRIES);
+        let base = ring.buffers as u64;
+        let mut pushed: u32 = u32::from(ENTRIES);
+        // Back in a different order each round, as receives finish.
+        for round in 0u32..9000 {
+            for i in 0..ENTRIES {
+                let bid = (i * 3 + round as u16) % ENTRIES;
+                let taken = Taken { bid };
+                assert_eq!(
+                    ring.buffer(&taken, 16).as_ptr() as u64,
+                    base + u64::from(bid) * BUF_SIZE as u64
+                );
+                let before = published(&ring);
+                let slot = usize::from(ring.tail & (ENTRIES - 1));
+                ring.push(taken);
+                pushed += 1;
+                assert_eq!(
+                    desc(&ring, slot),
+                    (
+                        base + u64::from(bid) * BUF_SIZE as u64,
+                        BUF_SIZE as u32,
+                        bid
+                    )
+                );
+                assert_eq!(published(&ring), before, "a push moved the published tail");
+                if pushed % 3 == 0 {
+                    ring.publish();
+                    assert_eq!(published(&ring), pushed as u16);
+                }
+            }
+        }
+        assert!(pushed > 65_536, "the tail never wrapped");
+    }
+
+    /// The kernel reads the tail whenever it likes. A thread standing in
+    /// for it reads slot 0's `resv` while buffers are pushed (slot 0
+    /// among them) and published every fourth push: every value it sees
+    /// is one that was published, a multiple of four. Natively this shows
+    /// only that no push writes the tail. Under Miri's Stacked Borrows, a
+    /// push that handed a `&mut` over a whole descriptor to a method (as
+    /// io-uring's `BufRingEntry` setters take one) would claim the tail's
+    /// bytes for the call, and a read landing then could be reported; a
+    /// chance, not a certainty, as the reads and calls interleave.
+    #[test]
+    fn the_tail_read_meanwhile_is_only_ever_a_published_one() {
+        /// The tail's address, for the reading thread.
+        struct Tail(*const AtomicU16);
+        // SAFETY: the tail is only accessed atomically, from any thread.
+        unsafe impl Send for Tail {}
+
+        const ENTRIES: u16 = 4;
+        let mut ring = unregistered(ENTRIES);
+        for bid in 0..ENTRIES {
+            ring.push(Taken { bid });
+        }
+        ring.publish();
+        // SAFETY: an address only, of a field inside the ring's allocation.
+        let tail = Tail(unsafe { &raw const (*ring.ring).resv }.cast::<AtomicU16>());
+        let (reading, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            let (reading, done) = (&reading, &done);
+            s.spawn(move || {
+                let tail = tail;
+                loop {
+                    // SAFETY: the ring outlives this scope; the tail is
+                    // only accessed atomically.
+                    let t = unsafe { &*tail.0 }.load(Ordering::Acquire);
+                    assert_eq!(t % 4, 0, "a tail that was never published: {t}");
+                    reading.store(true, Ordering::Release);
+                    if done.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            });
+            // The pushes begin once the reader reads.
+            while !reading.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            for i in 0..20_000u32 {
+                ring.push(Taken {
+                    bid: (i % u32::from(ENTRIES)) as u16,
+                });
+                if ring.tail % 4 == 0 {
+                    ring.publish();
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        assert_eq!(published(&ring), ring.tail);
+    }
+}

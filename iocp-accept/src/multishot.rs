@@ -658,3 +658,135 @@ impl Server {
         self.settle(conn)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A server on a real ring, to which nothing is ever submitted (the
+    /// entries queued stay in the submission queue and go with it), with
+    /// lines of at most 16 bytes and one connection whose multishot
+    /// receive is armed under the key returned; the client's end too, to
+    /// keep the connection open. None where io_uring is not available,
+    /// unless IOCP_ACCEPT_REQUIRE_URING=1 (as in the black-box tests).
+    fn server_with_a_receive() -> Option<(Server, usize, usize, TcpStream)> {
+        let ring = match IoUring::new(8) {
+            Ok(ring) => ring,
+            Err(e) if std::env::var_os("IOCP_ACCEPT_REQUIRE_URING").is_some_and(|v| v == "1") => {
+                panic!("io_uring is required (IOCP_ACCEPT_REQUIRE_URING=1) but unavailable: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipped: io_uring is not available here ({e})");
+                return None;
+            }
+        };
+        let bufs = BufRing::register(&ring, 4).expect("buffer ring");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (stream, peer) = listener.accept().expect("accept");
+        let mut server = Server {
+            ring,
+            submissions: Submissions::default(),
+            bufs,
+            listener,
+            callback_map: Slab::new(),
+            conns: Slab::new(),
+            spare: Vec::new(),
+            starved: Vec::new(),
+            short_of_buffers: None,
+            room: Room {
+                conns: 8,
+                limit: "8 connections (--max-conns)".to_string(),
+            },
+            max_line: 16,
+            shortage: ShortageLog::default(),
+        };
+        let conn = server.conns.insert(Conn {
+            stream,
+            peer,
+            state: State::Paused(None),
+            partial: Vec::new(),
+            owed: Vec::new(),
+            in_flight: 0,
+        });
+        let key = server.callback_map.insert(Op::Recv { conn });
+        server.conns[conn].state = State::Reading(key);
+        Some((server, conn, key, client))
+    }
+
+    /// The flags of a receive completion that names buffer `bid`:
+    /// `IORING_CQE_F_BUFFER`, and the buffer id from bit 16 up.
+    fn names_buffer(bid: u16) -> u32 {
+        (u32::from(bid) << 16) | 1
+    }
+
+    /// The operations waiting in `callback_map`, by kind, in key order.
+    fn pending(server: &Server) -> Vec<&'static str> {
+        server
+            .callback_map
+            .iter()
+            .map(|(_, op)| match op {
+                Op::Accept => "accept",
+                Op::AcceptPause { .. } => "accept pause",
+                Op::Recv { .. } => "receive",
+                Op::Send { .. } => "send",
+                Op::Cancel => "cancel",
+            })
+            .collect()
+    }
+
+    /// The bytes of the one send queued.
+    fn sent(server: &Server) -> Vec<u8> {
+        let sends: Vec<_> = server
+            .callback_map
+            .iter()
+            .filter_map(|(_, op)| match op {
+                Op::Send { buf, .. } => Some(buf.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sends.len(), 1, "one send");
+        sends[0].clone()
+    }
+
+    /// An over-long line in a receive's last completion (`F_MORE` clear:
+    /// the kernel ended the receive, as it does when the completion queue
+    /// is full): `ERR line too long` is sent and the connection drains,
+    /// with no cancel queued. The receive's key was freed with that
+    /// completion, and a cancel for it could only find nothing: the slab
+    /// hands the freed key to the next operation queued, which was the
+    /// cancel itself (`-ENOENT`).
+    #[test]
+    fn an_over_long_line_in_an_ended_receive_queues_no_cancel() {
+        let Some((mut server, conn, key, _client)) = server_with_a_receive() else {
+            return;
+        };
+        // As the loop does for a last completion: its operation is gone
+        // from `callback_map` before the callback runs.
+        server.callback_map.remove(key);
+        // 100 bytes of buffer 0, no newline among them: past 16.
+        server
+            .on_received(conn, 100, names_buffer(0), false)
+            .expect("queued");
+        assert_eq!(pending(&server), ["send"]);
+        assert_eq!(sent(&server), b"ERR line too long\n");
+        assert_eq!(server.conns[conn].state, State::Draining(None));
+    }
+
+    /// The same line while the receive is still armed (`F_MORE` set): it is
+    /// cancelled, and the connection drains once its last completion comes.
+    #[test]
+    fn an_over_long_line_in_an_armed_receive_cancels_it() {
+        let Some((mut server, conn, key, _client)) = server_with_a_receive() else {
+            return;
+        };
+        server
+            .on_received(conn, 100, names_buffer(0), true)
+            .expect("queued");
+        assert_eq!(pending(&server), ["receive", "cancel", "send"]);
+        assert_eq!(sent(&server), b"ERR line too long\n");
+        assert_eq!(server.conns[conn].state, State::Draining(Some(key)));
+    }
+}

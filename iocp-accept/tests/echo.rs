@@ -270,3 +270,135 @@ fn a_full_submission_queue_mid_batch_is_submitted_and_the_loop_goes_on() {
         assert!(early, "{:?}: the queue never filled mid-batch", spec.args);
     }
 }
+
+/// Single-shot: the bound on owed output (1 MiB) counts the send in flight.
+///
+/// 48 clients each write lines until the server stops reading them, read
+/// 64 KiB of the replies (checked byte for byte), then write again until
+/// the server stops reading them again. The reading lets the send stuck in
+/// flight finish, and the next send take everything owed, a megabyte, of
+/// which the kernel takes only part: the clients' small receive buffers and
+/// segments (`slow_reader`) keep the server's send buffer, which the kernel
+/// sizes from them, small. A loop that counted only the replies not yet in
+/// a send would then read another megabyte from each client, holding two;
+/// the server's memory may grow by one a client, plus one read's replies,
+/// plus a margin.
+#[test]
+fn single_shot_counts_the_send_in_flight_as_owed() {
+    use std::io::Read;
+    use testkit::{flood, proc};
+
+    if !uring_available() {
+        return;
+    }
+    const CLIENTS: usize = 48;
+    const READ: usize = 64 << 10;
+    const CEILING: usize = 32 << 20;
+    const ONE_READ: u64 = 64 << 10;
+    const MARGIN: u64 = 16 << 20;
+    raise_nofile_limit(4 * CLIENTS as u64 + 100);
+    let server = SINGLE.start(&[]);
+    let mut probe = server.connect();
+    assert_eq!(probe.request("warm up"), SINGLE.reply("warm up"));
+    let before = proc::tree_pss_kib(server.pid()) * 1024;
+    let line = "a reply read slowly, and a send that holds it while in flight..\n";
+    assert_eq!(line.len(), 64);
+    let lines = line.repeat(1024);
+    let replies = line.to_ascii_uppercase().repeat(READ / line.len());
+    let addr = server.addr();
+    // Each client's stream (kept open until the memory is read), and what
+    // it wrote before and after reading.
+    let clients: Vec<_> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (lines, replies) = (&lines, &replies);
+                s.spawn(move || {
+                    let mut stream = slow_reader(addr);
+                    let first = flood(&mut stream, lines.as_bytes(), CEILING);
+                    let mut got = vec![0u8; READ];
+                    stream.read_exact(&mut got).expect("replies");
+                    assert!(got == replies.as_bytes(), "the replies differ");
+                    let second = flood(&mut stream, lines.as_bytes(), CEILING);
+                    (stream, first, second)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let grown = (proc::tree_pss_kib(server.pid()) * 1024).saturating_sub(before);
+    let bound = CLIENTS as u64 * ((1 << 20) + ONE_READ) + MARGIN;
+    let written: usize = clients.iter().map(|(_, a, b)| a + b).sum();
+    eprintln!(
+        "{CLIENTS} clients wrote {} MiB, read {} KiB each; memory grew {} MiB (bound {} MiB)",
+        written >> 20,
+        READ >> 10,
+        grown >> 20,
+        bound >> 20
+    );
+    assert!(grown <= bound, "memory grew {grown} bytes, past {bound}");
+    assert_eq!(probe.request("anyone there"), SINGLE.reply("anyone there"));
+}
+
+/// A client socket that takes replies in small pieces: a 4 KiB receive
+/// buffer and 536-byte segments, so the kernel keeps the server's send
+/// buffer for it small too (it sizes one from the peer's segment size and
+/// window). Writes time out after 2 s, as testkit's flooder's do.
+fn slow_reader(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_recv_buffer_size(4 << 10).expect("SO_RCVBUF");
+    socket.set_send_buffer_size(64 << 10).expect("SO_SNDBUF");
+    socket.set_tcp_mss(536).expect("TCP_MAXSEG");
+    socket
+        .connect_timeout(&addr.into(), testkit::TIMEOUT)
+        .expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    stream
+        .set_read_timeout(Some(testkit::TIMEOUT))
+        .expect("timeout");
+    stream
+}
+
+/// Multishot: an over-long line that arrives in a receive's last
+/// completion ends the connection like any other (`ERR line too long`,
+/// then a clean close), and the server goes on serving. A completion queue
+/// of 4 entries (`--max-conns 4 --ring-entries 1`) makes the receive end
+/// there: 64 KiB sent at once fill 16 buffers, the kernel posts four
+/// completions, and the fifth, which finds the queue full, is the last
+/// one, with data (`IORING_CQE_F_MORE` clear); the limit of 17 000 bytes is
+/// passed in that fifth buffer. (That the ended receive is not cancelled
+/// is the multishot module's unit test; on the wire the two look alike.)
+#[test]
+fn an_over_long_line_in_a_receives_last_completion() {
+    use testkit::suite::ERR_LINE_TOO_LONG;
+
+    if !uring_available() {
+        return;
+    }
+    let args = [
+        "--max-conns",
+        "4",
+        "--ring-entries",
+        "1",
+        "--max-line",
+        "17000",
+    ];
+    let server = SPEC.start(&args);
+    for round in 0..3 {
+        let mut over = server.connect();
+        // Accepted and its receive armed, with the completion queue empty.
+        let hello = format!("hello {round}");
+        assert_eq!(over.request(&hello), SPEC.reply(&hello));
+        over.send(&[b'x'; 64 << 10]);
+        assert_eq!(over.read_line().unwrap(), ERR_LINE_TOO_LONG.as_bytes());
+        assert_eq!(over.read_to_end().expect("a clean close, not a reset"), b"");
+    }
+    let mut after = server.connect();
+    assert_eq!(after.request("after"), SPEC.reply("after"));
+}
