@@ -1,11 +1,9 @@
 //! Article 001 §7's selectors echo server in one file. `polling` plays
-//! Python's `DefaultSelector`, the platform's best readiness call (epoll,
-//! kqueue, event ports, IOCP); each socket is registered with data, what to
-//! call when it is ready: `accept` or `read`. The loop waits and calls back.
-//! Read it first, beside the article; `src/main.rs` is the server: this loop
-//! with `--max-conns`, a pause when descriptors run out, bounded output. Run
-//! `cargo run -p selectors-echo --bin selectors-article`, then talk to it
-//! with `cargo run -p shared --bin client -- --addr 127.0.0.1:8088`.
+//! Python's `DefaultSelector` (epoll, kqueue, event ports, IOCP); each socket
+//! is registered with data, what to call when it is ready (`accept`, `read`).
+//! The loop blocks only in the wait, then calls back; the reads never wait.
+//! Read it first, beside the article; `src/main.rs` is the server, with
+//! limits, accept back-off and bounded output.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -18,8 +16,7 @@ fn main() -> io::Result<()> {
     let addr = addr.unwrap_or_else(|| "127.0.0.1:8088".into());
     let (poller, keys) = (Poller::new()?, HashMap::new());
     let mut sel = Selector { poller, keys }; // `sel = selectors.DefaultSelector()`
-    // bind, listen(5), setblocking(False). std sets SO_REUSEADDR on Unix, as
-    // the article does, and listens with the usual backlog: 5 overflows.
+    // bind, listen(5), setblocking(False); std: SO_REUSEADDR, the usual backlog (5 overflows).
     let server_fileobj = TcpListener::bind(addr)?;
     server_fileobj.set_nonblocking(true)?;
     println!("listening on {}", server_fileobj.local_addr()?);
@@ -34,9 +31,10 @@ fn main() -> io::Result<()> {
         for mask in events.iter() {
             // `callback = sel_obj.data; callback(sel_obj.fileobj, mask)`, out
             // of `sel` while it runs, and back unless it closed its socket.
-            if let Some(mut callback) = sel.keys.remove(&mask.key) {
+            if let Some(mut sel_obj) = sel.keys.remove(&mask.key) {
+                let callback = &mut sel_obj.data;
                 if callback(&mut sel, mask) {
-                    sel.keys.insert(mask.key, callback);
+                    sel.keys.insert(mask.key, sel_obj);
                 }
             }
         }
@@ -113,8 +111,7 @@ fn close(sel: &mut Selector, conn: &TcpStream) -> bool {
     false
 }
 
-/// Each whole line is answered in `wdata`, ASCII upper-cased (as by
-/// `data.upper()`) with `_SB` before its newline; the rest waits in `line`.
+/// Each whole line, upper-cased (`data.upper()`) and with `_SB`, into `wdata`; the rest in `line`.
 fn answer(line: &mut Vec<u8>, data: &[u8], wdata: &mut Vec<u8>) {
     for &byte in data {
         if byte == b'\n' {
@@ -126,25 +123,28 @@ fn answer(line: &mut Vec<u8>, data: &[u8], wdata: &mut Vec<u8>) {
     }
 }
 
-/// `DefaultSelector`: the poller, and each socket's data by its descriptor.
+/// `DefaultSelector`: the poller, and each socket's key by its descriptor.
 struct Selector {
     poller: Poller,
-    keys: HashMap<usize, Callback>,
+    keys: HashMap<usize, SelectorKey>,
 }
-
-/// A key's data: the callback, which owns its socket; false once closed.
+/// A `SelectorKey`: its data, the callback, owns the socket (the fileobj).
+struct SelectorKey {
+    data: Callback,
+}
+/// The callback: given the selector and the `mask`; false once it closed.
 type Callback = Box<dyn FnMut(&mut Selector, Event) -> bool>;
 
 impl Selector {
     /// `sel.register(fileobj, EVENT_READ, data)`, level-triggered as Python's.
     fn register<S: AsSource>(&mut self, fileobj: S, data: fn(S) -> Callback) -> io::Result<()> {
-        let source = fileobj.source();
-        let key = (&source).raw() as usize;
-        let (want, mode) = (Event::readable(key), PollMode::Level);
+        let fd = fileobj.source();
+        let (key, mode) = ((&fd).raw() as usize, PollMode::Level);
         // SAFETY: the socket stays open while registered: its callback owns
         // it, and deletes it from the poller before it is dropped.
-        unsafe { self.poller.add_with_mode(&source, want, mode)? };
-        self.keys.insert(key, data(fileobj));
+        unsafe { self.poller.add_with_mode(&fd, Event::readable(key), mode)? };
+        let data = data(fileobj);
+        self.keys.insert(key, SelectorKey { data });
         Ok(())
     }
 }
