@@ -121,6 +121,7 @@ fn main() -> std::io::Result<()> {
                     hang_up |= connection.shutdown(Shutdown::Both).is_err();
                 }
             } else if event.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                // `elif event & EPOLLHUP`, and EPOLLERR, which can come alone.
                 hang_up = true;
             }
             // `epoll.unregister(fileno)`, `close()`, and `del` for all three
