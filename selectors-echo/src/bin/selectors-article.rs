@@ -2,8 +2,7 @@
 //! Python's `DefaultSelector` (epoll, kqueue, event ports, IOCP); each socket
 //! is registered with data, what to call when it is ready (`accept`, `read`).
 //! The loop blocks only in the wait, then calls back; the reads never wait.
-//! Read it first, beside the article; `src/main.rs` is the server, with
-//! limits, accept back-off and bounded output.
+//! Read it first, beside the article; `src/main.rs`, the server, adds limits.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -19,9 +18,10 @@ fn main() -> io::Result<()> {
     // bind, listen(5), setblocking(False); std: SO_REUSEADDR, the usual backlog (5 overflows).
     let server_fileobj = TcpListener::bind(addr)?;
     server_fileobj.set_nonblocking(true)?;
-    println!("listening on {}", server_fileobj.local_addr()?);
-    io::stdout().flush()?;
+    let addr = server_fileobj.local_addr()?;
     sel.register(server_fileobj, accept)?; // `(server_fileobj, EVENT_READ, accept)`
+    println!("listening on {addr}"); // ready: the listener is watched
+    io::stdout().flush()?;
 
     let mut events = Events::new();
     loop {
