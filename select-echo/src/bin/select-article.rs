@@ -1,0 +1,150 @@
+//! Article 001 §4's select echo server in one file (article 000 has the same
+//! program, on port 8000). One thread sleeps in `select(2)` until a socket in
+//! `rlist` can be read (the listener: a client waits) or one in `wlist`
+//! written, or 0.5 s pass; then it reads or writes those, never waiting.
+//!
+//! Read it first, beside the article. `src/select.rs` is the server: this
+//! loop with limits, `ERR server full` at the FD_SETSIZE wall, a pause when
+//! descriptors run out, and bounded output. Run it with `cargo run -p
+//! select-echo --bin select-article` and talk to it with `cargo run -p shared
+//! --bin client -- --addr 127.0.0.1:8093`.
+
+#[cfg(unix)]
+use std::{collections::HashMap, io, io::ErrorKind, io::Read, io::Write};
+#[cfg(unix)]
+use std::{net::TcpListener, net::TcpStream, os::fd::AsRawFd, os::fd::RawFd};
+
+#[cfg(unix)]
+fn main() -> io::Result<()> {
+    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1);
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:8093".into());
+    // The article's bind, listen(5) and setblocking(False); std listens with
+    // the system's usual backlog rather than 5, which a burst overflows.
+    let server = TcpListener::bind(addr)?;
+    server.set_nonblocking(true)?;
+    println!("listening on {}", server.local_addr()?);
+    io::stdout().flush()?;
+    eprintln!("starting...");
+
+    // Python's lists hold the sockets; here `socks` owns them (each with the
+    // start of a line still arriving), and `rlist` names them.
+    let mut rlist: Vec<RawFd> = vec![server.as_raw_fd()];
+    let mut wdata: HashMap<RawFd, Vec<u8>> = HashMap::new();
+    let mut socks: HashMap<RawFd, (TcpStream, Vec<u8>)> = HashMap::new();
+    loop {
+        // `wlist`, the sockets owed replies, is `wdata`'s keys, so the two
+        // cannot disagree (the article's do when two reads precede a send).
+        let wlist: Vec<RawFd> = wdata.keys().copied().collect();
+        let (rl, wl) = match select(&rlist, &wlist) {
+            Ok(ready) => ready,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        eprintln!("{wl:?}");
+
+        for sock in rl {
+            if sock == server.as_raw_fd() {
+                match server.accept() {
+                    // FD_SET past FD_SETSIZE writes outside the set, which is
+                    // undefined behaviour: such a client is closed at once.
+                    Ok((conn, _)) if conn.as_raw_fd() as usize >= libc::FD_SETSIZE => {}
+                    // Non-blocking (the article's is not): a read never stalls.
+                    Ok((conn, _addr)) => {
+                        conn.set_nonblocking(true)?;
+                        rlist.push(conn.as_raw_fd());
+                        socks.insert(conn.as_raw_fd(), (conn, Vec::new()));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {} // it left
+                    Err(e) => eprintln!("accept: {e}"),
+                }
+                continue;
+            }
+            let (conn, line) = socks.get_mut(&sock).expect("rlist's are in socks");
+            let owed = wdata.entry(sock).or_default();
+            let mut data = [0; 1024];
+            match conn.read(&mut data) {
+                // `if not data`: the client is done sending. Its unfinished
+                // line is answered (the article drops it); closed once all sent.
+                Ok(0) => {
+                    rlist.retain(|&fd| fd != sock);
+                    if !line.is_empty() {
+                        answer(line, b"\n", owed);
+                    }
+                }
+                // `wdata[sock] = data.upper()`, framed by newline (TCP keeps no
+                // message boundaries) and added to what is owed, not replacing it.
+                Ok(n) => answer(line, &data[..n], owed),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                // `except Exception`: dropped, with whatever it is owed.
+                Err(_) => {
+                    rlist.retain(|&fd| fd != sock);
+                    owed.clear();
+                }
+            }
+        }
+
+        // `sock.send(wdata[sock])`; what send does not take stays owed (the
+        // article loses it), and the socket in `wlist`.
+        for sock in wl {
+            let (conn, _) = socks.get_mut(&sock).expect("wlist's are in both");
+            let owed = wdata.get_mut(&sock).expect("wlist's are in both");
+            match conn.write(owed) {
+                Ok(n) => drop(owed.drain(..n)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                // A reset client: the article's send would raise, ending all.
+                Err(_) => {
+                    rlist.retain(|&fd| fd != sock);
+                    owed.clear();
+                }
+            }
+        }
+        // `wlist.remove(sock)`, `wdata.pop(sock)` once all is sent; a socket
+        // neither read nor owed anything is closed, by dropping it.
+        wdata.retain(|_, owed| !owed.is_empty());
+        socks.retain(|fd, _| rlist.contains(fd) || wdata.contains_key(fd));
+    }
+}
+
+/// Python's `select.select(rlist, wlist, [], 0.5)`: sleeps until a socket in
+/// `rlist` is readable or one in `wlist` writable, or 0.5 s pass, and returns
+/// the ready ones. select overwrites the sets it is given: they are made anew.
+#[cfg(unix)]
+fn select(rlist: &[RawFd], wlist: &[RawFd]) -> io::Result<(Vec<RawFd>, Vec<RawFd>)> {
+    let nfds = rlist.iter().chain(wlist).max().map_or(0, |fd| fd + 1);
+    // SAFETY: all zeros are an empty fd_set and a zero timeval. Every
+    // descriptor is below FD_SETSIZE (the accept sees to it) and nfds, so
+    // FD_SET, select and FD_ISSET stay inside the sets, which are ours.
+    unsafe {
+        let (mut rl, mut wl, mut timeout): (libc::fd_set, libc::fd_set, libc::timeval) =
+            std::mem::zeroed();
+        timeout.tv_usec = 500_000;
+        rlist.iter().for_each(|&fd| libc::FD_SET(fd, &mut rl));
+        wlist.iter().for_each(|&fd| libc::FD_SET(fd, &mut wl));
+        if libc::select(nfds, &mut rl, &mut wl, std::ptr::null_mut(), &mut timeout) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let rl = rlist.iter().copied().filter(|&fd| libc::FD_ISSET(fd, &rl));
+        let wl = wlist.iter().copied().filter(|&fd| libc::FD_ISSET(fd, &wl));
+        Ok((rl.collect(), wl.collect()))
+    }
+}
+
+/// Each whole line (its start kept in `line`) is answered in `owed`, ASCII
+/// upper-cased as by `data.upper()`; an unfinished one waits in `line`.
+#[cfg(unix)]
+fn answer(line: &mut Vec<u8>, data: &[u8], owed: &mut Vec<u8>) {
+    for &byte in data {
+        if byte == b'\n' {
+            owed.extend(line.drain(..).map(|b| b.to_ascii_uppercase()));
+            owed.push(b'\n');
+        } else {
+            line.push(byte);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn main() -> std::process::ExitCode {
+    eprintln!("error: select-article needs select(2) (Linux, macOS, the BSDs)");
+    std::process::ExitCode::FAILURE
+}

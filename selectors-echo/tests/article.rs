@@ -1,0 +1,8 @@
+//! Black-box tests of `src/bin/selectors-article.rs`, the article's program
+//! in one file: the wire protocol for ordinary clients (docs/protocol.md).
+
+testkit::article_suite!(testkit::suite::EchoSpec::concurrent(
+    env!("CARGO_BIN_EXE_selectors-article"),
+    &[],
+    "_SB",
+));
