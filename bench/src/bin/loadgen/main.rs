@@ -661,13 +661,19 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
                 q(late, 0.99),
                 max(late)
             );
-            if let Some(n) = args.in_flight {
-                println!(
+            match args.in_flight {
+                Some(n) if round_trip > 0 => println!(
                     "at most {n} in flight on each of {} connections: the carried rate cannot \
                      pass {} x {n} / {round_trip} us (the median round trip) = {bound:.0} \
                      requests/s",
                     args.conns, args.conns
-                );
+                ),
+                Some(n) => println!(
+                    "at most {n} in flight on each of {} connections, and no reply in the \
+                     window to time a round trip by",
+                    args.conns
+                ),
+                None => {}
             }
         }
         println!(
