@@ -457,7 +457,10 @@ impl Clocks {
 }
 
 /// Asks the kernel to stamp every segment `stream` receives with its
-/// receive time, handed to each read (`SO_TIMESTAMPNS`).
+/// receive time, handed to each read (`SO_TIMESTAMPNS`). While one socket
+/// asks, the kernel stamps every packet it receives, the server's too: a
+/// clock read each, tens of nanoseconds beside a loopback round trip's tens
+/// of microseconds.
 #[cfg(target_os = "linux")]
 fn stamp_receipts(stream: &TcpStream) -> io::Result<()> {
     use std::os::fd::AsRawFd;
