@@ -535,7 +535,8 @@ fn a_saturated_server_gives_a_figure_with_one_in_flight() {
     let (addr, _) = slow_server(Duration::from_millis(200), None);
     let started = Instant::now();
     let json = finish(open_loop(addr, 2, 2000, (0.2, 1.0), &["--in-flight", "1"]));
-    assert!(started.elapsed() < Duration::from_secs(5), "{json}");
+    // Well before the 10 s a drain would wait for replies never sent.
+    assert!(started.elapsed() < Duration::from_secs(8), "{json}");
     let (due, unsent) = (number(&json, "due"), number(&json, "unsent"));
     assert!((due - 2000.0).abs() <= 2.0, "{json}");
     assert!(unsent >= 0.95 * due, "{json}");
