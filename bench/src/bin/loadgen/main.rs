@@ -10,8 +10,11 @@
 //! `--rate R` runs an open loop instead (`open.rs`): R requests a second
 //! on a fixed schedule, whatever the replies do, each latency counted from
 //! the moment its request was due, so that queueing in the server shows
-//! (coordinated omission corrected, as wrk2 does). The generator's own
-//! lateness is reported beside it.
+//! (coordinated omission corrected, as wrk2 does). `--in-flight N` lets
+//! each connection have at most N requests unanswered, the rest waiting in
+//! the generator, as clients that wait for each reply do; without it the
+//! open loop pipelines. How late the generator itself was, to send and to
+//! read, is reported beside the latency.
 //!
 //! `--idle N` first opens N more connections in bulk, each making one round
 //! trip, and holds them silent beside the measured ones: the articles'
@@ -53,7 +56,9 @@ struct Args {
     /// Request size in bytes, newline included (line protocol)
     #[arg(long, default_value_t = 62, value_parser = clap::value_parser!(u32).range(1..))]
     size: u32,
-    /// Requests in flight per connection (pipelined; the closed loop only)
+    /// Requests in flight per connection in the closed loop (without
+    /// --rate), pipelined: each reply sends one more. The open loop's
+    /// counterpart is --in-flight
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     depth: u32,
     /// Requests per second in all, sent on a fixed schedule whatever the
@@ -62,6 +67,16 @@ struct Args {
     /// last reply is in (a closed loop)
     #[arg(long, conflicts_with_all = ["depth", "requests"], value_parser = rate)]
     rate: Option<f64>,
+    /// With --rate: at most N requests in flight per connection; a request
+    /// that falls due while N are unanswered waits in the generator, in
+    /// order, and is still timed from when it was due. 1 is how browsers,
+    /// database drivers and wrk2 behave. Requests still waiting when the
+    /// window ends are not sent; each counts as having waited until then.
+    /// Without it, every request is sent when due, pipelined behind those
+    /// still unanswered. (--depth is the closed loop's: there each reply
+    /// sends the next, so nothing waits)
+    #[arg(long, value_name = "N", requires = "rate", value_parser = clap::value_parser!(u32).range(1..))]
+    in_flight: Option<u32>,
     /// Seconds to measure
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
@@ -127,12 +142,26 @@ struct Tally {
     errors: u64,
     latency_us: Histogram<u64>,
     measured: Duration,
-    /// The open loop: requests that fell due in the window (each must be
-    /// answered: `requests` equals it), replies that arrived in it (the
-    /// rate achieved), and how late each request was sent (due to sent).
+    /// The open loop: requests that fell due in the window (each one
+    /// answered, or, with `--in-flight`, left unsent at its end: `requests`
+    /// and `unsent` add up to it), replies that arrived in it (the rate
+    /// achieved), and how late the generator sent each request written from
+    /// its start on (`open.rs` says from when).
     due: u64,
     in_window: u64,
     lateness_us: Histogram<u64>,
+    /// With `--in-flight`: requests of the window that waited in the
+    /// generator for a reply before they could be sent, and those still
+    /// waiting when it ended (in the latency histogram, never sent).
+    waited: u64,
+    unsent: u64,
+    /// The open loop: the round trip of each reply read in the window, from
+    /// its request's write to its read, whatever that request waited before.
+    round_trip_us: Histogram<u64>,
+    /// The open loop on Linux: how long after the kernel received replies
+    /// the generator read them, for each read from the window's start on
+    /// that completed one.
+    read_lateness_us: Histogram<u64>,
 }
 
 impl Tally {
@@ -148,6 +177,10 @@ impl Tally {
             due: 0,
             in_window: 0,
             lateness_us: histogram(),
+            waited: 0,
+            unsent: 0,
+            round_trip_us: histogram(),
+            read_lateness_us: histogram(),
         }
     }
 }
@@ -249,12 +282,23 @@ fn run(args: Args) -> anyhow::Result<()> {
         total.due += t.due;
         total.in_window += t.in_window;
         total.lateness_us.add(&t.lateness_us).expect("same bounds");
+        total.waited += t.waited;
+        total.unsent += t.unsent;
+        total
+            .round_trip_us
+            .add(&t.round_trip_us)
+            .expect("same bounds");
+        total
+            .read_lateness_us
+            .add(&t.read_lateness_us)
+            .expect("same bounds");
     }
-    if args.rate.is_some() && total.requests != total.due {
+    if args.rate.is_some() && total.requests + total.unsent != total.due {
         bail!(
-            "{} requests fell due in the window, {} were answered",
+            "{} requests fell due in the window, {} were answered and {} left unsent",
             total.due,
-            total.requests
+            total.requests,
+            total.unsent
         );
     }
     let burst = if args.burst {
@@ -346,8 +390,6 @@ fn drive(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => other?,
         }
-        let now = Instant::now();
-        let measuring = now >= measure_from;
         for event in events.iter() {
             let c = &mut connections[event.token().0];
             if event.is_writable() || !c.out.is_empty() {
@@ -357,6 +399,10 @@ fn drive(
                 continue;
             }
             read_in(c, &mut buf)?;
+            // Timed when this connection was read, not when the wait
+            // returned: a reply read late in a batch is not timed short.
+            let now = Instant::now();
+            let measuring = now >= measure_from;
             // Every complete reply: check it, time it, send the next request.
             let mut sends = 0;
             take_replies(args, c, &reply, |sent, ok| {
@@ -502,7 +548,8 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
     let secs = t.measured.as_secs_f64().max(1e-9);
     // The closed loop's rate is its requests answered; the open loop's,
     // the replies that arrived in the window (its requests that fell due
-    // there are all answered, some after it if the server fell behind).
+    // there are all answered or left unsent, some answered after it if the
+    // server fell behind).
     let achieved = if args.rate.is_some() {
         t.in_window
     } else {
@@ -519,19 +566,48 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
     let max = |h: &Histogram<u64>| if h.is_empty() { 0 } else { h.max() };
     let h = &t.latency_us;
     let late = &t.lateness_us;
+    let read_late = &t.read_lateness_us;
+    let mode = match (args.rate, args.in_flight) {
+        (None, _) => "closed".to_string(),
+        (Some(_), None) => "pipelined".to_string(),
+        (Some(_), Some(n)) => format!("in-flight {n}"),
+    };
+    // With N in flight on each connection, no more than N replies a round
+    // trip can come back on it, however many requests fall due.
+    let round_trip = q(&t.round_trip_us, 0.5);
+    let bound = match args.in_flight {
+        Some(n) if args.rate.is_some() && round_trip > 0 => {
+            (args.conns as f64 * f64::from(n)) / (round_trip as f64 / 1e6)
+        }
+        _ => 0.0,
+    };
+    // The kernel's receive times are read on Linux alone.
+    let reads_timed = args.rate.is_some() && cfg!(target_os = "linux");
     if args.json {
+        let read_late_fields = if reads_timed {
+            format!(
+                "\"read_late_p99_us\":{},\"read_late_max_us\":{},",
+                q(read_late, 0.99),
+                max(read_late)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{{\"addr\":\"{}\",\"proto\":\"{:?}\",\"conns\":{},\"depth\":{},\"size\":{},\"idle\":{},\
+            "{{\"addr\":\"{}\",\"proto\":\"{:?}\",\"conns\":{},\"depth\":{},\"mode\":\"{mode}\",\
+             \"in_flight\":{},\"size\":{},\"idle\":{},\
              \"threads\":{},\"secs\":{:.3},\"requests\":{},\"errors\":{},\"all_requests\":{},\
-             \"offered_rps\":{:.1},\"rps\":{:.1},\"due\":{},\
+             \"offered_rps\":{:.1},\"rps\":{:.1},\"due\":{},\"waited\":{},\"unsent\":{},\
              \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\
-             \"late_p99_us\":{},\"late_max_us\":{},\"idle_held\":{},\
+             \"rtt_p50_us\":{round_trip},\"bound_rps\":{bound:.1},\
+             \"late_p99_us\":{},\"late_max_us\":{},{read_late_fields}\"idle_held\":{},\
              \"idle_secs\":{:.3},\"idle_stopped\":{},\"burst_replies\":{},\"burst_wrong\":{},\
              \"burst_secs\":{:.3}}}",
             args.addr,
             args.proto,
             args.conns,
             args.depth,
+            args.in_flight.unwrap_or(0),
             args.size,
             args.idle,
             args.threads,
@@ -542,6 +618,8 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
             args.rate.unwrap_or(0.0),
             rps,
             t.due,
+            t.waited,
+            t.unsent,
             q(h, 0.5),
             q(h, 0.9),
             q(h, 0.99),
@@ -558,13 +636,45 @@ fn report(args: &Args, t: &Tally, crowd: &idle::Crowd, burst: Option<&idle::Burs
         );
     } else {
         if let Some(rate) = args.rate {
+            let answered = if args.in_flight.is_some() {
+                format!(
+                    "{} answered, {} waited in the generator for a reply, {} of them left \
+                     unsent at the end (counted as waiting until then)",
+                    t.requests, t.waited, t.unsent
+                )
+            } else {
+                "all answered".to_string()
+            };
+            let reads = if reads_timed {
+                format!(
+                    ", and read replies late by p99 {} us, max {} us",
+                    q(read_late, 0.99),
+                    max(read_late)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "open loop: {rate:.0} requests/s offered, {} fell due in {secs:.2} s, all \
-                 answered; the generator sent them late by p99 {} us, max {} us",
+                "open loop, {mode}: {rate:.0} requests/s offered, {} fell due in {secs:.2} s, \
+                 {answered}; the generator sent them late by p99 {} us, max {} us{reads}",
                 t.due,
                 q(late, 0.99),
                 max(late)
             );
+            match args.in_flight {
+                Some(n) if round_trip > 0 => println!(
+                    "at most {n} in flight on each of {} connections: the carried rate cannot \
+                     pass {} x {n} / {round_trip} us (the median round trip) = {bound:.0} \
+                     requests/s",
+                    args.conns, args.conns
+                ),
+                Some(n) => println!(
+                    "at most {n} in flight on each of {} connections, and no reply in the \
+                     window to time a round trip by",
+                    args.conns
+                ),
+                None => {}
+            }
         }
         println!(
             "{} requests in {secs:.2} s: {rps:.0} requests/s; latency p50 {} us, p90 {} us, \
