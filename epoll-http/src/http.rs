@@ -45,24 +45,26 @@ impl Persist {
     }
 }
 
-/// The `200` responses, complete to the last byte. They change only with
+/// The `200` responses, prebuilt to the last byte. They change only with
 /// the `Date` header, so they are rebuilt once a second, not per request.
-pub struct Responses {
+/// (Not the article's `responses`, which is what a connection is owed:
+/// `Conn::responses` in `main.rs`.)
+pub struct Prebuilt {
     second: u64,
     date: String,
     /// `[GET, HEAD]` × `[Persist::Open, OpenSaid, Close]`.
     ok: [[Vec<u8>; 3]; 2],
 }
 
-impl Responses {
-    pub fn new(now: SystemTime) -> Responses {
-        let mut responses = Responses {
+impl Prebuilt {
+    pub fn new(now: SystemTime) -> Prebuilt {
+        let mut prebuilt = Prebuilt {
             second: u64::MAX,
             date: String::new(),
             ok: Default::default(),
         };
-        responses.refresh(now);
-        responses
+        prebuilt.refresh(now);
+        prebuilt
     }
 
     /// Rebuilds the responses if `now` is in a new second.
@@ -138,7 +140,7 @@ pub struct Handled {
 pub fn respond(
     input: &[u8],
     body_left: &mut usize,
-    responses: &Responses,
+    prebuilt: &Prebuilt,
     out: &mut Vec<u8>,
 ) -> Handled {
     let mut handled = Handled {
@@ -171,13 +173,11 @@ pub fn respond(
                 handled.consumed += len;
                 *body_left = request.content_length;
                 match request.method {
-                    Method::Get => {
-                        out.extend_from_slice(&responses.ok[0][request.persist as usize])
-                    }
+                    Method::Get => out.extend_from_slice(&prebuilt.ok[0][request.persist as usize]),
                     Method::Head => {
-                        out.extend_from_slice(&responses.ok[1][request.persist as usize])
+                        out.extend_from_slice(&prebuilt.ok[1][request.persist as usize])
                     }
-                    Method::Other => responses.write_status(
+                    Method::Other => prebuilt.write_status(
                         out,
                         "405 Method Not Allowed",
                         "Allow: GET, HEAD\r\n",
@@ -190,7 +190,7 @@ pub fn respond(
                 }
             }
             Err(status) => {
-                responses.write_status(out, status, "", Persist::Close);
+                prebuilt.write_status(out, status, "", Persist::Close);
                 handled.close = true;
                 return handled;
             }
@@ -292,10 +292,10 @@ mod tests {
     use super::*;
 
     fn run(input: &[u8]) -> (Handled, String, usize) {
-        let responses = Responses::new(SystemTime::now());
+        let prebuilt = Prebuilt::new(SystemTime::now());
         let mut body_left = 0;
         let mut out = Vec::new();
-        let handled = respond(input, &mut body_left, &responses, &mut out);
+        let handled = respond(input, &mut body_left, &prebuilt, &mut out);
         (handled, String::from_utf8(out).unwrap(), body_left)
     }
 
@@ -347,20 +347,20 @@ mod tests {
 
     #[test]
     fn bodies_are_skipped_even_across_reads() {
-        let responses = Responses::new(SystemTime::now());
+        let prebuilt = Prebuilt::new(SystemTime::now());
         let mut body_left = 0;
         let mut out = Vec::new();
         let h = respond(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123",
             &mut body_left,
-            &responses,
+            &prebuilt,
             &mut out,
         );
         assert_eq!((h.responses, body_left), (1, 6));
         let h = respond(
             b"456789GET / HTTP/1.1\r\nHost: x\r\n\r\n",
             &mut body_left,
-            &responses,
+            &prebuilt,
             &mut out,
         );
         assert_eq!((h.responses, h.consumed, body_left), (1, 33, 0));
@@ -454,11 +454,11 @@ mod tests {
         /// Feeds `chunks` as the server does: what is not consumed waits for
         /// the next read; nothing is answered after a closing response.
         fn serve(chunks: &[Vec<u8>]) -> (Vec<u8>, bool) {
-            let responses = Responses::new(SystemTime::now());
+            let prebuilt = Prebuilt::new(SystemTime::now());
             let (mut pending, mut body_left, mut out) = (Vec::new(), 0, Vec::new());
             for chunk in chunks {
                 pending.extend_from_slice(chunk);
-                let handled = respond(&pending, &mut body_left, &responses, &mut out);
+                let handled = respond(&pending, &mut body_left, &prebuilt, &mut out);
                 pending.drain(..handled.consumed);
                 if handled.close {
                     return (out, true);

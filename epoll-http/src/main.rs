@@ -64,15 +64,13 @@ mod server {
     use log::{debug, info};
     use nix::errno::Errno;
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-    use shared::Outbox;
-    use shared::echo::write_some;
     use shared::limits::Room;
     use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
     use slab::Slab;
     use socket2::SockRef;
 
     use super::Args;
-    use crate::http::{self, Responses};
+    use crate::http::{self, Prebuilt};
 
     /// The listener's `data` in epoll events; connections use their slab key.
     const LISTENER: u64 = u64::MAX;
@@ -129,7 +127,7 @@ mod server {
                 Err(e) => return Err(e).context("epoll_wait"),
             };
             server.now = Instant::now();
-            server.responses.refresh(SystemTime::now());
+            server.prebuilt.refresh(SystemTime::now());
             for event in &events[..ready] {
                 if event.data() == LISTENER {
                     server.accept_all()?;
@@ -158,7 +156,8 @@ mod server {
         scratch: Box<[u8]>,
         /// Where each read's responses are built, for every connection.
         replies: Vec<u8>,
-        responses: Responses,
+        /// The `200` responses, rebuilt once a second for the `Date` header.
+        prebuilt: Prebuilt,
         edge: bool,
         cork: bool,
         nodelay: bool,
@@ -195,17 +194,18 @@ mod server {
         /// arriving. Empty between requests, so an idle connection holds no
         /// buffer; complete requests are answered straight from the read.
         pending: Vec<u8>,
-        /// The article's `responses[fileno]`: what the socket has not taken.
-        /// Responses are built in the loop's `Server::replies` and written
-        /// from there; only what the socket would not take lands here, and
-        /// the storage goes once it is written, so an idle connection holds
-        /// no output buffer, however much it was sent before.
-        output: Outbox,
+        /// The article's `responses[fileno]` (its name kept): the bytes owed
+        /// to the client that its socket has not taken yet. Responses are
+        /// built in the loop's `Server::replies` and written from there;
+        /// only what the socket would not take lands here, and the storage
+        /// goes once it is written, so an idle connection holds no output
+        /// buffer, however much it was sent before.
+        responses: Vec<u8>,
         /// Bytes of a request body still to skip.
         body_left: usize,
-        /// Responses in `output`, for `--cork`.
+        /// Responses built and not yet all written, for `--cork`.
         owed_responses: usize,
-        /// Close once `output` is written.
+        /// Close once `responses` is written.
         closing: bool,
         /// When the request being received began, for `--header-timeout`.
         request_started: Option<Instant>,
@@ -232,7 +232,7 @@ mod server {
                 conns: Slab::new(),
                 scratch: vec![0; READ_SIZE].into_boxed_slice(),
                 replies: Vec::new(),
-                responses: Responses::new(SystemTime::now()),
+                prebuilt: Prebuilt::new(SystemTime::now()),
                 edge: args.edge,
                 cork: args.cork,
                 nodelay: args.nodelay,
@@ -315,7 +315,7 @@ mod server {
                 stream,
                 peer,
                 pending: Vec::new(),
-                output: Outbox::spill(),
+                responses: Vec::new(),
                 body_left: 0,
                 owed_responses: 0,
                 closing: false,
@@ -380,7 +380,7 @@ mod server {
             let mut reads = 0;
             loop {
                 write_owed(conn, self.cork)?;
-                if !conn.output.is_empty() {
+                if !conn.responses.is_empty() {
                     return Ok(true); // wait until the socket has room
                 }
                 if conn.closing {
@@ -411,7 +411,7 @@ mod server {
                     conn,
                     &self.scratch[..n],
                     &mut self.replies,
-                    &self.responses,
+                    &self.prebuilt,
                     now,
                     header,
                     idle,
@@ -423,7 +423,7 @@ mod server {
                 if !self.edge {
                     // Level-triggered: one read per event; anything left is
                     // reported by the next wait.
-                    return Ok(!conn.closing || !conn.output.is_empty());
+                    return Ok(!conn.closing || !conn.responses.is_empty());
                 }
                 // Edge-triggered: go round until the socket would block.
             }
@@ -433,7 +433,7 @@ mod server {
         /// writing while something is (the article's `modify` calls).
         fn update_interest(&mut self, key: usize) {
             let conn = &mut self.conns[key];
-            let wanted = if conn.output.is_empty() {
+            let wanted = if conn.responses.is_empty() {
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
             } else {
                 EpollFlags::EPOLLOUT
@@ -584,13 +584,13 @@ mod server {
         conn: &mut Conn,
         data: &[u8],
         replies: &mut Vec<u8>,
-        responses: &Responses,
+        prebuilt: &Prebuilt,
         now: Instant,
         header_timeout: Duration,
         idle_timeout: Duration,
     ) {
         if conn.pending.is_empty() {
-            let handled = http::respond(data, &mut conn.body_left, responses, replies);
+            let handled = http::respond(data, &mut conn.body_left, prebuilt, replies);
             conn.owed_responses += handled.responses;
             if !handled.close {
                 conn.pending.extend_from_slice(&data[handled.consumed..]);
@@ -598,7 +598,7 @@ mod server {
             conn.closing |= handled.close;
         } else {
             conn.pending.extend_from_slice(data);
-            let handled = http::respond(&conn.pending, &mut conn.body_left, responses, replies);
+            let handled = http::respond(&conn.pending, &mut conn.body_left, prebuilt, replies);
             conn.owed_responses += handled.responses;
             conn.pending.drain(..handled.consumed);
             if handled.close || conn.pending.is_empty() {
@@ -619,31 +619,63 @@ mod server {
     }
 
     /// Writes the responses just built in the loop's buffer, and keeps in
-    /// the connection only what the socket would not take (nothing is owed
-    /// before them: a connection is read only once its output is written).
-    /// With `--cork`, a batch of several responses is held back by
-    /// TCP_CORK until all of it is written, as in [`write_owed`].
+    /// `conn.responses` only what the socket would not take (nothing is
+    /// owed before them: a connection is read only once what it was owed is
+    /// written). With `--cork`, a batch of several responses is held back
+    /// by TCP_CORK until all of it is written, as in [`write_owed`].
     fn send(conn: &mut Conn, replies: &[u8], cork: bool) -> io::Result<()> {
         if replies.is_empty() {
             return Ok(());
         }
         write_corked(conn, cork, |conn| {
-            let written = write_some(&mut conn.stream, replies)?;
+            let written = write_until_blocked(&mut conn.stream, replies)?;
             if written < replies.len() {
-                conn.output.buf_mut().extend_from_slice(&replies[written..]);
+                // The socket's buffer is full: the rest is owed, in order
+                // (the article's `responses[fileno][byteswritten:]`).
+                conn.responses.extend_from_slice(&replies[written..]);
             }
             Ok(())
         })
     }
 
-    /// Writes what is owed; with `--cork`, a batch of several responses is
-    /// held back by TCP_CORK until all of it is written (article 003's TCP
-    /// options), so it leaves in full segments.
+    /// Writes what is owed, the article's `byteswritten =
+    /// connections[fileno].send(responses[fileno])` and
+    /// `responses[fileno] = responses[fileno][byteswritten:]`; with
+    /// `--cork`, a batch of several responses is held back by TCP_CORK
+    /// until all of it is written (article 003's TCP options), so it
+    /// leaves in full segments.
     fn write_owed(conn: &mut Conn, cork: bool) -> io::Result<()> {
-        if conn.output.is_empty() {
+        if conn.responses.is_empty() {
             return Ok(());
         }
-        write_corked(conn, cork, |conn| conn.output.write_to(&mut conn.stream))
+        write_corked(conn, cork, |conn| {
+            let written = write_until_blocked(&mut conn.stream, &conn.responses)?;
+            conn.responses.drain(..written);
+            if conn.responses.is_empty() {
+                // Given back: an idle connection holds no output buffer.
+                conn.responses = Vec::new();
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes `bytes` to a non-blocking socket until it has taken them all
+    /// or would block, and returns how many it took. `WouldBlock` is no
+    /// failure: the socket's send buffer is full, and what it did not take
+    /// waits for `EPOLLOUT` (level-triggered, `Server::update_interest`
+    /// asks for it; edge-triggered, the next edge brings it).
+    fn write_until_blocked(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+        let mut written = 0;
+        while written < bytes.len() {
+            match stream.write(&bytes[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
     }
 
     /// Runs `write` with TCP_CORK set around it when `--cork` is on and
@@ -662,7 +694,7 @@ mod server {
         if corked {
             SockRef::from(&conn.stream).set_tcp_cork(false)?;
         }
-        if conn.output.is_empty() {
+        if conn.responses.is_empty() {
             conn.owed_responses = 0;
         }
         result

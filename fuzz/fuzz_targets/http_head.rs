@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let step = usize::from(data[0]).max(1);
-    let responses = http::Responses::new(SystemTime::now());
+    let prebuilt = http::Prebuilt::new(SystemTime::now());
     let (mut pending, mut body_left, mut out) = (Vec::new(), 0, Vec::new());
     for chunk in data[1..].chunks(step) {
         pending.extend_from_slice(chunk);
-        let handled = http::respond(&pending, &mut body_left, &responses, &mut out);
+        let handled = http::respond(&pending, &mut body_left, &prebuilt, &mut out);
         pending.drain(..handled.consumed);
         if handled.close {
             break;

@@ -38,7 +38,7 @@
 //! 3. `iocp.rs`: the article's own platform, Windows.
 //!
 //! `ring.rs` sets the ring up for both Linux loops, and `submissions.rs`
-//! queues their entries.
+//! queues their entries; the command line is in `cli.rs`.
 //!
 //! ```text
 //! cargo run -p iocp-accept                                     # terminal 1
@@ -47,11 +47,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use shared::EchoArgs;
-
 #[cfg(target_os = "linux")]
 mod bufring;
+mod cli;
 #[cfg(windows)]
 mod iocp;
 #[cfg(target_os = "linux")]
@@ -63,69 +61,12 @@ mod submissions;
 #[cfg(target_os = "linux")]
 mod uring;
 
-#[derive(Parser, Debug)]
-#[command(
-    about = "Echo server on completion-based I/O: IOCP on Windows, io_uring on Linux \
-                   (article 004)"
-)]
-struct Args {
-    #[command(flatten)]
-    echo: EchoArgs,
-
-    /// Linux only: one operation per completion, a buffer per pending
-    /// receive (IOCP's shape), instead of multishot accept and receive from
-    /// a ring of provided buffers; the default on kernels before 6.0
-    #[arg(long)]
-    single_shot: bool,
-
-    /// Linux only, multishot: provided receive buffers of 4 KiB in the ring,
-    /// a power of two up to 32768 (default: one for every eight connections
-    /// --max-conns allows, from 256 to 4096); all are allocated and touched
-    /// at start
-    #[arg(long, value_parser = buffers, conflicts_with = "single_shot")]
-    buffers: Option<u16>,
-
-    /// Linux only: submission queue entries, a power of two up to 4096
-    /// (default: --max-conns rounded up to one, from 16 to 1024). A batch
-    /// that needs more is submitted in parts. The completion queue holds
-    /// one completion per connection, at least twice this and at most 32768
-    #[arg(long, value_parser = ring_entries)]
-    ring_entries: Option<u32>,
-}
-
-/// `--ring-entries`: the kernel wants a power of two.
-fn ring_entries(s: &str) -> Result<u32, String> {
-    power_of_two(s, 4096)
-}
-
-/// `--buffers`: the kernel wants a power of two, at most 32768.
-fn buffers(s: &str) -> Result<u16, String> {
-    power_of_two(s, 32768).map(|n| n as u16)
-}
-
-/// A power of two from 1 to `max`, worded as every numeric flag is.
-fn power_of_two(s: &str, max: u32) -> Result<u32, String> {
-    shared::cli::in_range(1u32, max)(s)
-        .ok()
-        .filter(|n| n.is_power_of_two())
-        .ok_or_else(|| format!("must be a whole number, a power of two from 1 to {max}"))
-}
-
-/// Refuses the Linux-only flags where the loop is IOCP's.
-fn check(_args: &Args, given: &shared::cli::Given) -> Result<(), String> {
-    for flag in ["single_shot", "buffers", "ring_entries"] {
-        if cfg!(not(target_os = "linux")) && given.has(flag) {
-            let name = flag.replace('_', "-");
-            return Err(format!("--{name} applies only on Linux (io_uring)"));
-        }
-    }
-    Ok(())
-}
+use cli::Args;
 
 fn main() -> ExitCode {
     shared::cli::init_logging();
     let args: Args =
-        shared::cli::parse_args_with(&[("addr", "127.0.0.1:9090")], |command| command, check);
+        shared::cli::parse_args_with(&[("addr", "127.0.0.1:9090")], |command| command, cli::check);
     shared::cli::exit_with(run(args))
 }
 

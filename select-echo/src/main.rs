@@ -24,7 +24,7 @@
 //!   call.
 //!
 //! What both share, a connection and the `recv` and `send` on a ready socket,
-//! is in `conn.rs`.
+//! is in `conn.rs`; the command line is in `cli.rs`.
 //!
 //! ```text
 //! cargo run -p select-echo                                     # terminal 1
@@ -34,9 +34,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use shared::EchoArgs;
-
+#[cfg(unix)]
+mod cli;
 #[cfg(unix)]
 mod conn;
 #[cfg(unix)]
@@ -44,32 +43,8 @@ mod poll;
 #[cfg(unix)]
 mod select;
 
-#[derive(Parser, Debug)]
-#[command(
-    about = "Echo server multiplexing its sockets with select(2), or poll(2) (article 001 §4)"
-)]
-struct Args {
-    #[command(flatten)]
-    echo: EchoArgs,
-
-    /// Wait in poll(2) instead of select(2): no FD_SETSIZE limit, the same
-    /// loop otherwise
-    #[arg(long)]
-    poll: bool,
-
-    /// Log, each turn, how many sockets were watched and how many came back
-    /// ready (the article prints `rl` and `wl`)
-    #[arg(long)]
-    trace_sets: bool,
-}
-
-// `--max-conns` defaults: with select, below FD_SETSIZE (1024), leaving room
-// for stdin/stdout/stderr, the listener and a few spare descriptors; with
-// poll, which has no such wall, the other servers' default.
 #[cfg(unix)]
-const SELECT_MAX_CONNS: &str = "1000";
-#[cfg(unix)]
-const POLL_MAX_CONNS: &str = "10000";
+use cli::Args;
 
 #[cfg(not(unix))]
 fn main() -> ExitCode {
@@ -79,25 +54,10 @@ fn main() -> ExitCode {
 
 #[cfg(unix)]
 fn main() -> ExitCode {
-    use clap::builder::ArgPredicate;
     shared::cli::init_logging();
     let args: Args = shared::cli::parse_args_with(
         &[("addr", "127.0.0.1:8093")],
-        |command| {
-            command.mut_arg("max_conns", |arg| {
-                arg.default_value(SELECT_MAX_CONNS)
-                    .default_value_if(
-                        "poll",
-                        ArgPredicate::Equals("true".into()),
-                        Some(POLL_MAX_CONNS),
-                    )
-                    .help(
-                        "Connections served at once; one more is told `ERR server full` and closed \
-                     [default: 1000 with select, 10000 with --poll]",
-                    )
-                    .hide_default_value(true)
-            })
-        },
+        cli::max_conns_per_loop,
         |_, _| Ok(()),
     );
     let run = if args.poll { poll::run } else { select::run };

@@ -32,6 +32,7 @@ pub struct ServerArgs {
 
 // `ServerArgs` plus the line limit of the echo protocol: what every echo
 // server takes. (A `//` comment, for the reason given on `ServerArgs`.)
+#[cfg(feature = "echo")]
 #[derive(clap::Args, Debug, Clone)]
 pub struct EchoArgs {
     #[command(flatten)]

@@ -20,13 +20,31 @@
 //! The upper-casing itself is done 16 bytes at a time in `fast.rs`, beside
 //! its plain definition; nothing here depends on how.
 
+use std::fmt;
 use std::io::{self, Write};
 
 use crate::fast::{replies_into, upper_into};
-use crate::line::{LineBuffer, LineTooLong};
+#[cfg(feature = "line")]
+use crate::line::LineBuffer;
 
 /// The reply to a line longer than `--max-line`; the connection closes after it.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
+
+/// A line was longer than the limit. The connection cannot be framed any more:
+/// the server answers `ERR line too long` and closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong {
+    /// The limit that was passed, in bytes, newline not counted.
+    pub limit: usize,
+}
+
+impl fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line longer than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for LineTooLong {}
 
 /// The reply to a connection over `--max-conns`, sent just before closing it.
 pub const ERR_SERVER_FULL: &[u8] = b"ERR server full\n";
@@ -51,6 +69,7 @@ pub fn reply_into(line: &[u8], suffix: &[u8], out: &mut Vec<u8>) {
 ///
 /// On an over-long line it appends `ERR line too long` and returns the error:
 /// the caller sends what `out` holds and closes the connection.
+#[cfg(feature = "line")]
 pub fn answer_lines(
     input: &mut LineBuffer,
     suffix: &[u8],
@@ -73,6 +92,7 @@ pub fn answer_lines(
 
 /// At end of input (the client half-closed): answers the complete lines and
 /// then the unterminated last fragment, as a line.
+#[cfg(feature = "line")]
 pub fn answer_rest(
     input: &mut LineBuffer,
     suffix: &[u8],
@@ -466,6 +486,7 @@ mod tests {
         assert_eq!(out, b"ABC_SB\n");
     }
 
+    #[cfg(feature = "line")]
     #[test]
     fn pipelined_lines_become_one_batch_of_replies() {
         let mut input = LineBuffer::new(100);
@@ -477,6 +498,7 @@ mod tests {
         assert_eq!(out, b"A\nB\nC\n");
     }
 
+    #[cfg(feature = "line")]
     #[test]
     fn an_over_long_line_is_answered_with_the_error() {
         let mut input = LineBuffer::new(3);

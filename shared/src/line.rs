@@ -9,7 +9,7 @@
 //! bounded: a line longer than the limit is an error as soon as the buffered
 //! part passes the limit, without waiting for a newline that may never come.
 
-use std::fmt;
+use crate::echo::LineTooLong;
 
 /// The smallest free space [`LineBuffer::spare`] offers the kernel. Large
 /// enough that a pipelined batch of short lines arrives in one read, small
@@ -19,22 +19,6 @@ const MIN_READ: usize = 8 * 1024;
 /// Storage held by an empty buffer is given back past this size, so one long
 /// line does not pin a large allocation to an idle connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
-
-/// A line was longer than the limit. The connection cannot be framed any more:
-/// the server answers `ERR line too long` and closes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LineTooLong {
-    /// The limit that was passed, in bytes, newline not counted.
-    pub limit: usize,
-}
-
-impl fmt::Display for LineTooLong {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line longer than {} bytes", self.limit)
-    }
-}
-
-impl std::error::Error for LineTooLong {}
 
 /// Bytes received on one connection that have not yet formed a whole line.
 ///

@@ -238,11 +238,13 @@ pub fn close_gracefully(stream: &std::net::TcpStream) {
     }
 }
 
-/// Tells a client there is no room (`ERR server full`) and closes.
+/// Tells a client of an echo server there is no room (`ERR server full`)
+/// and closes.
 ///
 /// The socket is new, so its send buffer is empty and the short reply fits
 /// in one write whether the socket blocks or not; a client that has already
 /// gone is simply dropped.
+#[cfg(feature = "echo")]
 pub fn refuse(stream: &std::net::TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut writer = stream;
