@@ -500,14 +500,17 @@ fn a_pipelining_client_does_not_hold_the_loop(mode: &[&str]) {
             third.send(GET);
             assert_eq!(third.response(false).status, 200);
         }
+        // Looked for while the flood goes on: the budget is spent only once
+        // a flooder has 16 reads' worth waiting, which a loaded machine may
+        // not give it before the third client is done.
+        if mode.contains(&"--edge") {
+            assert!(
+                server.logged_text("cut short so far"),
+                "no per-turn budget in the log:\n{}",
+                server.log()
+            );
+        }
     });
-    if mode.contains(&"--edge") {
-        assert!(
-            server.logged_text("cut short so far"),
-            "no per-turn budget in the log:\n{}",
-            server.log()
-        );
-    }
 }
 
 /// An idle keep-alive connection holds no buffer, however it was used: 200
