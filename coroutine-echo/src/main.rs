@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     // `Async::new` registers the listener with the reactor, which it
     // creates on first use (the poller, and async-io's helper thread).
-    let listener = Async::new(shared::net::listen(&args.echo.server, true)?)
+    let listener = Async::new(shared::net::listen_nonblocking(&args.echo.server)?)
         .context("cannot register the listener with the reactor")?;
     // gevent's tasks all run on one thread: a local executor, driven by
     // `block_on` on this thread, which also waits in the reactor whenever

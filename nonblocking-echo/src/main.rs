@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     // The article's `server.setblocking(False)`.
-    let listener = shared::net::listen(&args.echo.server, true)?;
+    let listener = shared::net::listen_nonblocking(&args.echo.server)?;
     let idle_sleep = Duration::from_millis(args.idle_sleep_ms);
     let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
 

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let listener = shared::net::listen(&args.echo.server, true)?;
+    let listener = shared::net::listen_nonblocking(&args.echo.server)?;
     let mut sel = Selector::new().context("cannot create the selector")?;
     // The article's `sel.register(server_fileobj, EVENT_READ, accept)`.
     let listener_key = sel.register(FileObj::Listener(listener), EVENT_READ, accept)?;

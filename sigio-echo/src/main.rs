@@ -111,7 +111,7 @@ mod server {
         // SAFETY: signalfd returned a new descriptor that nothing else owns.
         let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
 
-        let listener = shared::net::listen(&args.echo.server, true)?;
+        let listener = shared::net::listen_nonblocking(&args.echo.server)?;
         signal_driven(listener.as_raw_fd(), rt).context("O_ASYNC on the listener")?;
         let mut server = Server {
             listener,
