@@ -61,7 +61,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if matches!(args.mode, Mode::Fork) {
         anyhow::bail!("--mode fork needs fork(2) (Linux, macOS, the BSDs)");
     }
-    let listener = shared::net::listen(&args.echo.server, false)?;
+    let listener = shared::net::listen(&args.echo.server)?;
     let max_line = args.echo.max_line;
     info!("serving in {} mode", args.mode);
     let max_conns = args.echo.server.max_conns;

@@ -34,7 +34,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::ErrorKind::{Interrupted, WouldBlock};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -43,7 +43,6 @@ use anyhow::Context;
 use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
 use clap::Parser;
-use futures_lite::AsyncWriteExt;
 use log::{debug, info};
 use shared::echo::SCRATCH_READ;
 use shared::limits::Room;
@@ -68,7 +67,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     // `Async::new` registers the listener with the reactor, which it
     // creates on first use (the poller, and async-io's helper thread).
-    let listener = Async::new(shared::net::listen(&args.echo.server, true)?)
+    let listener = Async::new(shared::net::listen_nonblocking(&args.echo.server)?)
         .context("cannot register the listener with the reactor")?;
     // gevent's tasks all run on one thread: a local executor, driven by
     // `block_on` on this thread, which also waits in the reactor whenever
@@ -174,22 +173,29 @@ async fn handle(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> 
                         Err(e) => return Err(e),
                     };
                     turn.took(n);
-                    // Replies built in the thread's buffer, written at once.
+                    // Replies built in the thread's buffer and written at
+                    // once; only what the socket does not take is copied
+                    // into the task.
                     scratch.output.clear();
                     let read = &scratch.input[..n];
                     let end =
                         answer_received(&mut partial, read, max_line, b"", &mut scratch.output);
-                    owed.write_or_keep(&mut &*socket, &scratch.output)?;
+                    let sent = send(socket, &scratch.output)?;
+                    if sent < scratch.output.len() {
+                        owed.buf_mut().extend_from_slice(&scratch.output[sent..]);
+                    }
                     Ok(end)
                 })
             })
             .await?;
-        // What the socket did not take at once: await room for it, as a
-        // blocking `sendall` would wait, so a client that does not read
-        // holds up only its own task (and no more than one read's replies).
-        if !owed.is_empty() {
-            (&stream).write_all(owed.pending()).await?;
-            owed.consume(owed.len());
+        // What the socket did not take at once: the task awaits room for
+        // it (it yields here), as a blocking `sendall` would wait, so a
+        // client that does not read holds up only its own task (and no
+        // more than one read's replies).
+        while !owed.is_empty() {
+            stream.writable().await?;
+            let sent = send(stream.get_ref(), owed.pending())?;
+            owed.consume(sent);
         }
         if end {
             debug!("{peer}: end of input");
@@ -197,6 +203,25 @@ async fn handle(stream: Async<TcpStream>, peer: SocketAddr, max_line: usize) -> 
             return Ok(());
         }
     }
+}
+
+/// gevent's patched `send` without the wait: writes as much of `bytes` as
+/// the kernel takes now and returns how much; the caller keeps the rest,
+/// and awaits writability for it.
+fn send(mut socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match socket.write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            // The send buffer is full: `handle` awaits writability for
+            // the rest.
+            Err(e) if e.kind() == WouldBlock => break,
+            Err(e) if e.kind() == Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// Bytes a task reads (16 full reads) before it lets the others go first,

@@ -87,7 +87,7 @@ mod server {
         Content-Length: 12\r\nConnection: close\r\n\r\nserver full\n";
 
     pub fn run(args: Args) -> anyhow::Result<()> {
-        let listener = shared::net::listen(&args.server, true)?;
+        let listener = shared::net::listen_nonblocking(&args.server)?;
         // shared's listener hands every connection TCP_NODELAY; article 003
         // shows it as an option beside TCP_CORK, so here connections start
         // with Nagle's algorithm on and `--nodelay` turns it off, per

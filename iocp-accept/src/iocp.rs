@@ -112,7 +112,7 @@ struct Server {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let listener = shared::net::listen(&args.echo.server, false)?;
+    let listener = shared::net::listen(&args.echo.server)?;
     // Set-up before the four steps: the completion port, and the
     // listener associated with it.
     // SAFETY: with INVALID_HANDLE_VALUE and no existing port the call

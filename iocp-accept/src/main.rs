@@ -79,7 +79,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn run(args: Args) -> anyhow::Result<()> {
     // The port first: a server that cannot listen says so in one line,
     // before anything about its ring.
-    let listener = shared::net::listen(&args.echo.server, false)?;
+    let listener = shared::net::listen(&args.echo.server)?;
     // The queues are sized from the connections the server will really
     // hold, which the descriptor limit may make fewer than --max-conns.
     let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");

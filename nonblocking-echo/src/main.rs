@@ -20,7 +20,7 @@
 //! cargo run -p shared --bin hello-client -- --addr 127.0.0.1:8083    # terminal 2
 //! ```
 
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::thread;
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     // The article's `server.setblocking(False)`.
-    let listener = shared::net::listen(&args.echo.server, true)?;
+    let listener = shared::net::listen_nonblocking(&args.echo.server)?;
     let idle_sleep = Duration::from_millis(args.idle_sleep_ms);
     let room = shared::limits::descriptor_room(args.echo.server.max_conns, "--max-conns");
 
@@ -115,13 +115,13 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// The article's pass calls `recv(1024)` and stores `data.upper()` as one
 /// reply, then calls `send` once and forgets the rest. Here a read may hold
 /// half a line or many, each complete line gets its reply, and what `write`
-/// did not take waits in `output` for the next pass.
+/// did not take waits in `owed` for the next pass.
 fn visit(conn: &mut Conn, scratch: &mut Scratch) -> Visit {
     let mut busy = false;
 
     // Reading stops while a megabyte of replies is owed, so a client that
     // never reads cannot make us buffer without bound.
-    if !conn.closing && !conn.output.is_full() {
+    if !conn.closing && !conn.owed.is_full() {
         match conn.stream.read(&mut scratch.input) {
             // Nothing has arrived: the article's `except BlockingIOError`.
             // This is the model: the call did not wait, so the loop moves
@@ -141,30 +141,66 @@ fn visit(conn: &mut Conn, scratch: &mut Scratch) -> Visit {
                 let (partial, read) = (&mut conn.partial, &scratch.input[..n]);
                 conn.closing =
                     answer_received(partial, read, conn.max_line, b"", &mut scratch.output);
-                // The article's `send`: the socket may take only part now.
-                if let Err(e) = conn.output.write_or_keep(&mut conn.stream, &scratch.output) {
-                    debug!("{} write: {e}", conn.peer);
-                    return Visit::Done;
+                // The article's `send`, at once, straight from the loop's
+                // buffer; the socket may take only part, and the rest is
+                // owed. While replies are owed already, these wait behind
+                // them, so the order stays.
+                let replies = &scratch.output[..];
+                let mut sent = 0;
+                if conn.owed.is_empty() {
+                    sent = match send(&mut conn.stream, replies) {
+                        Ok(sent) => sent,
+                        Err(e) => {
+                            debug!("{} write: {e}", conn.peer);
+                            return Visit::Done;
+                        }
+                    };
+                }
+                if sent < replies.len() {
+                    conn.owed.buf_mut().extend_from_slice(&replies[sent..]);
                 }
             }
         }
     }
 
     // What an earlier `send` left, now that the socket may have room.
-    if !conn.output.is_empty() {
-        let owed = conn.output.len();
-        if let Err(e) = conn.output.write_to(&mut conn.stream) {
-            debug!("{} write: {e}", conn.peer);
-            return Visit::Done;
+    if !conn.owed.is_empty() {
+        match send(&mut conn.stream, conn.owed.pending()) {
+            Ok(sent) => {
+                conn.owed.consume(sent);
+                busy |= sent > 0;
+            }
+            Err(e) => {
+                debug!("{} write: {e}", conn.peer);
+                return Visit::Done;
+            }
         }
-        busy |= conn.output.len() != owed;
     }
 
-    if conn.closing && conn.output.is_empty() {
+    if conn.closing && conn.owed.is_empty() {
         shared::net::close_gracefully(&conn.stream);
         return Visit::Done;
     }
     if busy { Visit::Busy } else { Visit::Idle }
+}
+
+/// The article's `conn.send(data)` on a non-blocking socket: writes as much
+/// of `bytes` as the kernel takes now and returns how much. The caller keeps
+/// the rest.
+fn send(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            // The send buffer is full: the call did not wait, and what it
+            // did not take is tried again on the next pass.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// One client: its socket and the protocol state around it. Reads land in
@@ -177,9 +213,11 @@ struct Conn {
     /// The line still arriving, if any: the only input kept.
     partial: Vec<u8>,
     max_line: usize,
-    /// Replies owed (the article's `w_list[conn]`), kept across passes
-    /// because `write` may take only part of them.
-    output: Outbox,
+    /// Replies the socket has not taken yet, kept across passes. The
+    /// article keeps the data to send in its `w_list` dict (`w_list[conn]`)
+    /// and sends it whole on the next walk; here replies go at once, and
+    /// only what `write` did not take is kept.
+    owed: Outbox,
     /// The client half-closed or sent an over-long line: finish writing what
     /// is owed, then close.
     closing: bool,
@@ -249,7 +287,7 @@ fn accept(
             peer,
             partial: Vec::new(),
             max_line,
-            output: Outbox::spill(),
+            owed: Outbox::spill(),
             closing: false,
         });
     }
@@ -281,7 +319,7 @@ impl IdleReport {
             self.idle_passes += 1;
         }
         if self.last.elapsed() >= Duration::from_secs(1) {
-            let owing = r_list.iter().filter(|c| !c.output.is_empty()).count();
+            let owing = r_list.iter().filter(|c| !c.owed.is_empty()).count();
             info!(
                 "doing other things: {} idle passes in the last second; r_list {}, w_list {owing}",
                 self.idle_passes,

@@ -3,7 +3,7 @@
 //! waiting differs between the two, and that is all `select.rs` and
 //! `poll.rs` hold.
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// The line still arriving, if any: the only input kept.
     partial: Vec<u8>,
-    /// The article's `wdata[sock]`: replies owed. Unlike the article's one
+    /// Replies owed, under the article's name for them (`wdata[sock]`;
+    /// the other servers call this `owed`). Unlike the article's one
     /// `send(wdata[sock])`, what the kernel does not take stays here.
     wdata: Outbox,
     max_line: usize,
@@ -60,6 +61,8 @@ pub fn serve(conn: &mut Conn, scratch: &mut Scratch) -> Next {
         Ok(true) => Next::Wait {
             // A client owed 1 MiB is not read until it drains.
             read: !conn.closing && !conn.wdata.is_full(),
+            // The article's `wlist.append(sock)`, but only while the
+            // kernel has not taken everything.
             write: !conn.wdata.is_empty(),
         },
         Ok(false) => {
@@ -94,10 +97,18 @@ fn recv_and_send(conn: &mut Conn, scratch: &mut Scratch) -> io::Result<bool> {
                 let (partial, read) = (&mut conn.partial, &scratch.input[..n]);
                 conn.closing =
                     answer_received(partial, read, conn.max_line, b"", &mut scratch.output);
-                // The send may take only part: the rest stays in `wdata`,
-                // and the socket joins `wlist`.
-                conn.wdata
-                    .write_or_keep(&mut conn.stream, &scratch.output)?;
+                // Sent at once, straight from the loop's buffer; what the
+                // kernel does not take is owed in `wdata`. While replies
+                // are owed already, these wait behind them, so the order
+                // stays.
+                let replies = &scratch.output[..];
+                let mut sent = 0;
+                if conn.wdata.is_empty() {
+                    sent = send(&mut conn.stream, replies)?;
+                }
+                if sent < replies.len() {
+                    conn.wdata.buf_mut().extend_from_slice(&replies[sent..]);
+                }
             }
             // Reported only as writable, or readable no longer (`select`
             // can report a socket whose data is gone by the read): the
@@ -108,8 +119,31 @@ fn recv_and_send(conn: &mut Conn, scratch: &mut Scratch) -> io::Result<bool> {
         }
     }
     // What an earlier send left, now that `select` says there is room.
-    conn.wdata.write_to(&mut conn.stream)?;
+    if !conn.wdata.is_empty() {
+        let sent = send(&mut conn.stream, conn.wdata.pending())?;
+        conn.wdata.consume(sent);
+    }
     Ok(!(conn.closing && conn.wdata.is_empty()))
+}
+
+/// The article's `sock.send(wdata[sock])` on a non-blocking socket: writes
+/// as much of `bytes` as the kernel takes now and returns how much. The
+/// caller keeps the rest in `wdata`.
+fn send(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            // The send buffer is full: the rest waits in `wdata`, and
+            // `serve` has the socket watched for writing (`wlist`, or
+            // `POLLOUT` under `--poll`) until there is room.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// The article's `conn, addr = sock.accept()`, once: the next waiting

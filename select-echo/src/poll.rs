@@ -55,7 +55,7 @@ struct Server {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let listener = shared::net::listen(&args.echo.server, true)?;
+    let listener = shared::net::listen_nonblocking(&args.echo.server)?;
     let mut server = Server {
         fds: vec![pollfd(listener.as_raw_fd(), libc::POLLIN)],
         listener,

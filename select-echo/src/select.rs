@@ -44,7 +44,7 @@ struct Server {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let listener = shared::net::listen(&args.echo.server, true)?;
+    let listener = shared::net::listen_nonblocking(&args.echo.server)?;
     let mut server = Server {
         rlist: FdSet::new(),
         wlist: FdSet::new(),

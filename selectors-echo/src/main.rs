@@ -23,7 +23,7 @@
 //! cargo run -p shared --bin client -- --addr 127.0.0.1:8088    # terminal 2
 //! ```
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let listener = shared::net::listen(&args.echo.server, true)?;
+    let listener = shared::net::listen_nonblocking(&args.echo.server)?;
     let mut sel = Selector::new().context("cannot create the selector")?;
     // The article's `sel.register(server_fileobj, EVENT_READ, accept)`.
     let listener_key = sel.register(FileObj::Listener(listener), EVENT_READ, accept)?;
@@ -154,7 +154,7 @@ fn accept(server: &mut Server, key: usize, _mask: Mask) -> anyhow::Result<()> {
             stream,
             peer,
             partial: Vec::new(),
-            output: Outbox::spill(),
+            owed: Outbox::spill(),
             closing: false,
         };
         // The article's `sel.register(conn, EVENT_READ, read)`.
@@ -183,8 +183,8 @@ fn read(server: &mut Server, key: usize, mask: Mask) -> anyhow::Result<()> {
             // only while something is owed, or a level-triggered selector
             // would report the socket writable on every wait.
             let events = Mask {
-                read: !conn.closing && !conn.output.is_full(),
-                write: !conn.output.is_empty(),
+                read: !conn.closing && !conn.owed.is_full(),
+                write: !conn.owed.is_empty(),
             };
             if let Err(e) = server.sel.modify(key, events) {
                 debug!("modify: {e}");
@@ -226,8 +226,16 @@ fn recv_and_send(
                 let (partial, read) = (&mut conn.partial, &scratch.input[..n]);
                 conn.closing =
                     answer_received(partial, read, max_line, SUFFIX, &mut scratch.output);
-                conn.output
-                    .write_or_keep(&mut conn.stream, &scratch.output)?;
+                // What the socket does not take is owed. While replies are
+                // owed already, these wait behind them, so the order stays.
+                let replies = &scratch.output[..];
+                let mut sent = 0;
+                if conn.owed.is_empty() {
+                    sent = send(&mut conn.stream, replies)?;
+                }
+                if sent < replies.len() {
+                    conn.owed.buf_mut().extend_from_slice(&replies[sent..]);
+                }
             }
             // Readable no longer (another reader, or a stale event): the
             // non-blocking read says so, and the next event comes back.
@@ -237,8 +245,30 @@ fn recv_and_send(
         }
     }
     // What an earlier send left, now that the socket may have room.
-    conn.output.write_to(&mut conn.stream)?;
-    Ok(!(conn.closing && conn.output.is_empty()))
+    if !conn.owed.is_empty() {
+        let sent = send(&mut conn.stream, conn.owed.pending())?;
+        conn.owed.consume(sent);
+    }
+    Ok(!(conn.closing && conn.owed.is_empty()))
+}
+
+/// The article's `conn.send(…)` on a non-blocking socket: writes as much of
+/// `bytes` as the kernel takes now and returns how much. The caller keeps
+/// the rest.
+fn send(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.write(&bytes[sent..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            // The send buffer is full: the rest is owed, and `read` asks
+            // for writable events (Python's `EVENT_WRITE`) until it is gone.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// The article's `sel.unregister(conn); conn.close()`.
@@ -326,10 +356,11 @@ struct Conn {
     peer: SocketAddr,
     /// The line still arriving, if any: the only input kept.
     partial: Vec<u8>,
-    /// Replies owed. The article calls `send` once and drops what it did
-    /// not take; here the rest waits for a writable event (`Mask::write`,
-    /// Python's `EVENT_WRITE`).
-    output: Outbox,
+    /// Replies the socket has not taken yet. The article keeps none: it
+    /// sends at once, once, and drops what `send` did not take. Here the
+    /// rest waits for a writable event (`Mask::write`, Python's
+    /// `EVENT_WRITE`).
+    owed: Outbox,
     /// End of input or an over-long line: write what is owed, then close.
     closing: bool,
 }

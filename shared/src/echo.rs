@@ -21,7 +21,6 @@
 //! its plain definition; nothing here depends on how.
 
 use std::fmt;
-use std::io::{self, Write};
 
 use crate::fast::{replies_into, upper_into};
 #[cfg(feature = "line")]
@@ -281,25 +280,11 @@ impl Scratch {
     }
 }
 
-/// Writes as much of `bytes` as a non-blocking `dst` takes now, retrying
-/// interrupted writes; returns how much. What is left is the caller's to
-/// keep (an [`Outbox`]) until the socket has room.
-pub fn write_some<W: Write + ?Sized>(dst: &mut W, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match dst.write(&bytes[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
-}
-
-/// Output owed to a non-blocking socket: replies are appended at the back,
-/// the socket takes what it can from the front.
+/// Output owed to a non-blocking socket: replies are appended at the back
+/// ([`buf_mut`](Self::buf_mut)), and the server writes from the front
+/// ([`pending`](Self::pending)) and says how much the socket took
+/// ([`consume`](Self::consume)). Only the buffer: the write, and what a
+/// server does when it would block, are each server's own.
 #[derive(Debug)]
 pub struct Outbox {
     buf: Vec<u8>,
@@ -361,7 +346,7 @@ impl Outbox {
         self.len() >= MAX_OWED
     }
 
-    /// The owed bytes, for a caller that writes them itself.
+    /// The owed bytes, oldest first: what the server writes next.
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.sent..]
     }
@@ -378,47 +363,6 @@ impl Outbox {
                 self.buf = Vec::new();
             }
         }
-    }
-
-    /// Writes `replies` after whatever is owed already, so the order
-    /// stays: straight from the caller's buffer when nothing is owed (the
-    /// common case, no copy), else appended here first. What a
-    /// non-blocking socket does not take now is kept here, owed; the
-    /// caller decides what that means for it (join `wlist`, ask for
-    /// writability, stop reading past [`MAX_OWED`]).
-    #[inline]
-    pub fn write_or_keep<W: Write + ?Sized>(
-        &mut self,
-        dst: &mut W,
-        replies: &[u8],
-    ) -> io::Result<()> {
-        if self.is_empty() {
-            let written = write_some(dst, replies)?;
-            if written < replies.len() {
-                self.buf.extend_from_slice(&replies[written..]);
-            }
-            return Ok(());
-        }
-        self.buf.extend_from_slice(replies);
-        self.write_to(dst)
-    }
-
-    /// Writes what is owed until it is all gone or the socket would block.
-    ///
-    /// `Ok(())` with [`is_empty`](Self::is_empty) false means the socket's
-    /// send buffer is full: wait until it is writable and call again. A
-    /// short write keeps the rest, where the Python `send` would lose it.
-    pub fn write_to<W: Write + ?Sized>(&mut self, dst: &mut W) -> io::Result<()> {
-        while !self.is_empty() {
-            match dst.write(self.pending()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -498,6 +442,22 @@ mod tests {
         assert_eq!(out, b"A\nB\nC\n");
     }
 
+    /// What a short write did not take stays owed, in order, with what is
+    /// appended later behind it; once drained, a spill outbox gives its
+    /// storage back, so an idle connection holds none.
+    #[test]
+    fn the_rest_of_a_short_write_stays_owed() {
+        let mut owed = Outbox::spill();
+        owed.buf_mut().extend_from_slice(b"0123456789");
+        owed.consume(6);
+        assert_eq!(owed.pending(), b"6789");
+        owed.buf_mut().extend_from_slice(b"ab");
+        assert_eq!(owed.pending(), b"6789ab");
+        owed.consume(6);
+        assert!(owed.is_empty());
+        assert_eq!(owed.buf_mut().capacity(), 0);
+    }
+
     #[cfg(feature = "line")]
     #[test]
     fn an_over_long_line_is_answered_with_the_error() {
@@ -506,45 +466,5 @@ mod tests {
         let mut out = Vec::new();
         assert!(answer_lines(&mut input, b"", &mut out).is_err());
         assert_eq!(out, b"OK\nERR line too long\n");
-    }
-
-    /// A writer that takes at most `chunk` bytes a call, then would block.
-    struct Trickle {
-        taken: Vec<u8>,
-        chunk: usize,
-        calls_left: usize,
-    }
-
-    impl Write for Trickle {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.calls_left == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.calls_left -= 1;
-            let n = buf.len().min(self.chunk);
-            self.taken.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn short_writes_keep_the_rest() {
-        let mut outbox = Outbox::new();
-        outbox.buf_mut().extend_from_slice(b"0123456789");
-        let mut w = Trickle {
-            taken: Vec::new(),
-            chunk: 3,
-            calls_left: 2,
-        };
-        outbox.write_to(&mut w).unwrap();
-        assert_eq!(w.taken, b"012345");
-        assert_eq!(outbox.pending(), b"6789");
-        w.calls_left = 10;
-        outbox.write_to(&mut w).unwrap();
-        assert_eq!(w.taken, b"0123456789");
-        assert!(outbox.is_empty());
     }
 }

@@ -49,12 +49,19 @@ pub fn announce(listener: &TcpListener) -> anyhow::Result<()> {
         .context("cannot write the ready line")
 }
 
-/// [`bind`] from the common arguments; a failure reads
+/// A blocking listener, [`bind`] from the common arguments: `accept` waits
+/// for the next client. A failure reads
 /// `cannot listen on 127.0.0.1:8093: Address already in use`. The server
 /// [`announce`]s it once the rest of its set-up is done.
-pub fn listen(args: &ServerArgs, nonblocking: bool) -> anyhow::Result<TcpListener> {
-    bind(args.addr, args.backlog, nonblocking)
-        .with_context(|| format!("cannot listen on {}", args.addr))
+pub fn listen(args: &ServerArgs) -> anyhow::Result<TcpListener> {
+    bind(args.addr, args.backlog, false).with_context(|| format!("cannot listen on {}", args.addr))
+}
+
+/// A non-blocking listener, Python's `server.setblocking(False)`: `accept`
+/// returns `WouldBlock` when nobody is waiting, instead of waiting. Otherwise
+/// as [`listen`].
+pub fn listen_nonblocking(args: &ServerArgs) -> anyhow::Result<TcpListener> {
+    bind(args.addr, args.backlog, true).with_context(|| format!("cannot listen on {}", args.addr))
 }
 
 /// A client's connect: tries each address `addr` resolved to, in order, as

@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 
 #[cfg(target_os = "linux")]
 mod server {
-    use std::io::{self, ErrorKind, Read};
+    use std::io::{self, ErrorKind, Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::time::Duration;
@@ -74,7 +74,6 @@ mod server {
     use anyhow::Context;
     use log::{debug, info};
     use shared::Outbox;
-    use shared::echo::write_some;
     use shared::limits::Room;
     use shared::net::{ACCEPT_BACKOFF, AcceptError, ShortageLog, classify_accept_error};
     use shared::{answer_partial_at_end, answer_read};
@@ -111,7 +110,7 @@ mod server {
         // SAFETY: signalfd returned a new descriptor that nothing else owns.
         let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
 
-        let listener = shared::net::listen(&args.echo.server, true)?;
+        let listener = shared::net::listen_nonblocking(&args.echo.server)?;
         signal_driven(listener.as_raw_fd(), rt).context("O_ASYNC on the listener")?;
         let mut server = Server {
             listener,
@@ -457,7 +456,8 @@ mod server {
         for _ in 0..READS_PER_TURN {
             // Nothing owed, the common case, costs one test.
             if !conn.owed.is_empty() {
-                conn.owed.write_to(&mut conn.stream)?;
+                let sent = send(&mut conn.stream, conn.owed.pending())?;
+                conn.owed.consume(sent);
                 if conn.owed.is_full() {
                     // A client that does not read: stop reading it until
                     // the signal that says its socket has room again.
@@ -481,15 +481,35 @@ mod server {
                 conn.closing = true;
             }
             // Written from the loop's buffer; only the rest is copied.
-            let mut written = 0;
+            // While replies are owed already, these wait behind them, so
+            // the order stays.
+            let mut sent = 0;
             if conn.owed.is_empty() {
-                written = write_some(&mut conn.stream, output)?;
+                sent = send(&mut conn.stream, output)?;
             }
-            if written < output.len() {
-                conn.owed.buf_mut().extend_from_slice(&output[written..]);
+            if sent < output.len() {
+                conn.owed.buf_mut().extend_from_slice(&output[sent..]);
             }
         }
         Ok(cut_short(conn, fd, later))
+    }
+
+    /// Writes as much of `bytes` as the kernel takes now, without waiting,
+    /// and returns how much. The caller keeps the rest in `Conn::owed`.
+    fn send(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match stream.write(&bytes[sent..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                // The send buffer is full: the rest is owed, and the signal
+                // the socket raises once it has room brings the server back.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sent)
     }
 
     /// A connection read [`READS_PER_TURN`] times in one turn without

@@ -853,13 +853,21 @@ pub mod proc {
     /// (`tcp_rmem` and `tcp_wmem` maxima) added up: how much one direction
     /// of a connection can hold in kernel buffers.
     pub fn tcp_buffer_max() -> u64 {
-        let max_of = |path: &str| -> u64 {
-            fs::read_to_string(path)
-                .ok()
-                .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
-                .unwrap_or(6 << 20)
-        };
-        max_of("/proc/sys/net/ipv4/tcp_rmem") + max_of("/proc/sys/net/ipv4/tcp_wmem")
+        tcp_limit_max("/proc/sys/net/ipv4/tcp_rmem") + tcp_send_buffer_max()
+    }
+
+    /// The largest a socket's send buffer grows to (the `tcp_wmem`
+    /// maximum): a server's socket takes at most this much output that its
+    /// client has not read.
+    pub fn tcp_send_buffer_max() -> u64 {
+        tcp_limit_max("/proc/sys/net/ipv4/tcp_wmem")
+    }
+
+    fn tcp_limit_max(path: &str) -> u64 {
+        fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or(6 << 20)
     }
 
     /// Copies of every socket descriptor `pid` holds, each with its number

@@ -322,6 +322,59 @@ pub fn non_reading_client(spec: &EchoSpec) {
     assert_eq!(probe.request("anyone there"), spec.reply("anyone there"));
 }
 
+/// A client that writes 2 MiB more lines than the server's send buffer
+/// can hold replies (the `tcp_wmem` maximum), reading nothing meanwhile,
+/// and only then reads: the server's writes are cut short, and it must
+/// keep what its socket did not take, in order. Every reply arrives, byte
+/// for byte: the client finishes the line the flood cut (where the server
+/// stopped reading, its socket stops taking them), half-closes, and reads
+/// until the server closes.
+#[cfg(target_os = "linux")]
+pub fn a_slow_reader_gets_every_reply(spec: &EchoSpec) {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    let limit = super::proc::tcp_send_buffer_max() as usize + (2 << 20);
+    let line = "every reply to these lines is owed until the client reads.\n";
+    let server = spec.start(&[]);
+    let mut stream = super::flooder(server.addr());
+    let written = super::flood(&mut stream, line.repeat(1024).as_bytes(), limit);
+    let cut = written % line.len();
+    let rest = if cut == 0 {
+        &[][..]
+    } else {
+        &line.as_bytes()[cut..]
+    };
+    let lines = written.div_ceil(line.len());
+    let expected = spec.reply(line.trim_end_matches('\n')).repeat(lines);
+    stream
+        .set_read_timeout(Some(super::TIMEOUT))
+        .expect("timeout");
+    let got = thread::scope(|s| {
+        let stream = &stream;
+        let reader = s.spawn(move || {
+            let mut got = Vec::new();
+            let mut reading: &std::net::TcpStream = stream;
+            reading.read_to_end(&mut got).map(|_| got)
+        });
+        let mut writing: &std::net::TcpStream = stream;
+        writing.write_all(rest).expect("the rest of the cut line");
+        writing.shutdown(Shutdown::Write).expect("half-close");
+        reader.join().expect("reader")
+    });
+    let got = got.expect("every reply, then the close");
+    let expected = expected.as_bytes();
+    if got != expected {
+        let at = got.iter().zip(expected).take_while(|(a, b)| a == b).count();
+        panic!(
+            "{written} bytes of lines sent: {} bytes of replies expected, {} came, \
+             the first difference at byte {at}: {}",
+            expected.len(),
+            got.len(),
+            summary(&String::from_utf8_lossy(&got[at..]))
+        );
+    }
+}
+
 /// Many clients that write lines as fast as they can and never read, all
 /// at once, each until its socket stops taking bytes: the server stops
 /// reading each at the bound on owed output (1 MiB), so its memory grows by
@@ -601,6 +654,11 @@ macro_rules! echo_suite {
         #[test]
         fn over_long_line_then_half_close() {
             $crate::suite::over_long_line_then_half_close(&SPEC);
+        }
+        #[cfg(target_os = "linux")]
+        #[test]
+        fn a_slow_reader_gets_every_reply() {
+            $crate::suite::a_slow_reader_gets_every_reply(&SPEC);
         }
         #[cfg(target_os = "linux")]
         #[test]
