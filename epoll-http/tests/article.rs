@@ -112,3 +112,13 @@ fn a_client_that_leaves_mid_request_is_closed() {
     reset.reset();
     assert_response(&exchange(&server, &[GET_1_0]));
 }
+
+/// Starting up as every article's program does: a second instance on the
+/// address the first listens on is one `error: cannot listen on …` line and
+/// exit 1, anything but `--addr HOST:PORT` one `usage:` line and exit 2
+/// (`testkit::cli::article_start_up`); the first still answers.
+#[test]
+fn article_start_up() {
+    let first = testkit::cli::article_start_up(BIN, &[]);
+    assert_response(&exchange(&first, &[GET_1_0]));
+}

@@ -2,7 +2,9 @@
 //! binary (docs/protocol.md, "Command line"): a flag that cannot apply is
 //! refused, a failure to start is one `error:` line, `--addr` takes a host
 //! name, SIGTERM ends the process by that signal, and a broken listener
-//! ends it with one `error:` line.
+//! ends it with one `error:` line. An article's one-file program starts up
+//! alike: one `error:` line when it cannot listen, one `usage:` line for
+//! any argument but `--addr`.
 
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -68,6 +70,57 @@ pub fn port_in_use_is_one_error_line(bin: &str, args: &[&str]) {
     assert!(
         lines.len() == 1 && lines[0].starts_with(&want),
         "{bin} {args:?}: expected one line {want:?}, got:\n{err}"
+    );
+}
+
+/// An article's one-file program starting up, seen from outside, the same
+/// for every one. Started again on the address a first instance of it
+/// listens on, `bin args…` prints nothing on stdout and exactly one line on
+/// stderr, `error: cannot listen on 127.0.0.1:PORT: ` then the system's
+/// reason, and exits 1. Given anything but `--addr HOST:PORT` (an unknown
+/// flag before or after it, a misspelt `--adr`, `--addr` without its
+/// value), it prints one line, `usage: …`, and exits 2, rather than start on
+/// an address it was not asked for. Returns the first instance, still
+/// running, for the caller to see that it serves.
+pub fn article_start_up(bin: &str, args: &[&str]) -> TestServer {
+    let first = TestServer::start(bin, args);
+    let addr = first.addr().to_string();
+    let mut second = Command::new(bin);
+    second.args(args).args(["--addr", &addr]);
+    one_line_then_exit(second, &format!("error: cannot listen on {addr}: "), 1);
+    // Those that name port 0 first: a program that skipped the mistake
+    // starts there, not on its article's port, until the time limit.
+    let wrong: [&[&str]; 5] = [
+        &["--addr", "127.0.0.1:0", "--bogus"],
+        &["--bogus", "--addr", "127.0.0.1:0"],
+        &["--adr", "127.0.0.1:0"],
+        &["--addr"],
+        &["--bogus"],
+    ];
+    for wrong in wrong {
+        let mut command = Command::new(bin);
+        command.args(args).args(wrong);
+        one_line_then_exit(command, "usage: ", 2);
+    }
+    first
+}
+
+/// Runs `command` to its end: nothing on stdout, exactly one line on
+/// stderr, starting with `start`, and exit status `code`.
+fn one_line_then_exit(command: Command, start: &str, code: i32) {
+    let shown = format!("{command:?}");
+    let out = run_to_exit(command);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        out.status.code() == Some(code)
+            && out.stdout.is_empty()
+            && lines.len() == 1
+            && lines[0].starts_with(start),
+        "{shown}: expected exit status {code} and one line {start:?}…, got {}, \
+         stdout {:?}, stderr:\n{err}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 

@@ -694,7 +694,8 @@ macro_rules! echo_suite {
 
 /// The checks an article's one-file program passes: the wire protocol for
 /// ordinary clients (docs/protocol.md), without the limits, ceilings and
-/// hostile clients that only the hardened servers are held to. One
+/// hostile clients that only the hardened servers are held to, and the
+/// start-up every one of them shares ([`article_start_up`]). One
 /// `#[test]` each, for the program the given [`EchoSpec`] describes:
 ///
 /// ```text
@@ -750,6 +751,12 @@ macro_rules! article_suite {
         fn half_close() {
             if $ready {
                 $crate::suite::half_close(&SPEC);
+            }
+        }
+        #[test]
+        fn article_start_up() {
+            if $ready {
+                $crate::suite::article_start_up(&SPEC);
             }
         }
     };
@@ -899,6 +906,18 @@ pub fn start_up_from_outside(spec: &EchoSpec) {
     super::cli::port_in_use_is_one_error_line(spec.bin, spec.args);
     let server = super::cli::listens_on_a_host_name(spec.bin, spec.args);
     assert_eq!(server.connect().request("by name"), spec.reply("by name"));
+}
+
+/// An article's program starting up, one `error:` line for an address in
+/// use and one `usage:` line for anything but `--addr`
+/// ([`cli::article_start_up`](super::cli::article_start_up)), and the first
+/// instance still serving afterwards.
+pub fn article_start_up(spec: &EchoSpec) {
+    let first = super::cli::article_start_up(spec.bin, spec.args);
+    assert_eq!(
+        first.connect().request("still here"),
+        spec.reply("still here")
+    );
 }
 
 /// SIGTERM ends the server by that signal, after it has served a client.

@@ -15,21 +15,32 @@
 //! cargo run -p shared --bin client -- --addr 127.0.0.1:5464    # terminal 2
 //! ```
 
+use std::convert::Infallible;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::exit;
+use std::process::ExitCode;
 
-fn main() {
-    // The article binds 0.0.0.0:5464; we stay on loopback unless asked.
-    let addr = addr_from_args("127.0.0.1:5464");
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        // The article binds 0.0.0.0:5464; we stay on loopback unless asked.
+        [] => run("127.0.0.1:5464"),
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: blocking-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+fn run(addr: &str) -> io::Result<Infallible> {
     // `socket()`, `bind` and `listen` in one call. std's backlog (128 on
     // Linux) stands in for the article's `listen(100)`.
-    let server = TcpListener::bind(&addr).unwrap_or_else(|e| {
-        eprintln!("error: cannot listen on {addr}: {e}");
-        exit(1)
-    });
-    println!("listening on {}", server.local_addr().expect("bound"));
-    io::stdout().flush().expect("stdout");
+    let server = TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
+    println!("listening on {}", server.local_addr()?); // flushed at its \n
     loop_forever(&server)
 }
 
@@ -103,18 +114,5 @@ fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
     if let Some(last) = data.iter().rposition(|&b| b == b'\n') {
         let whole = line.drain(..=kept + last);
         replies.extend(whole.map(|b| b.to_ascii_uppercase()));
-    }
-}
-
-/// `--addr HOST:PORT`, or the article's port on loopback.
-fn addr_from_args(default: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => default.to_string(),
-        [flag, addr] if flag == "--addr" => addr.clone(),
-        _ => {
-            eprintln!("usage: blocking-article [--addr HOST:PORT] (default {default})");
-            exit(2)
-        }
     }
 }

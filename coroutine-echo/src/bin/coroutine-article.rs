@@ -14,37 +14,45 @@
 //! and the memory-lean task this file leaves out. Run it, then in another
 //! terminal `cargo run -p shared --bin client -- --addr 127.0.0.1:8096`.
 
-use std::io::{self, Write};
+use std::convert::Infallible;
+use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::process::exit;
+use std::process::ExitCode;
 
 use async_executor::LocalExecutor;
 use async_io::Async;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-fn main() {
-    let addr = addr_from_args("127.0.0.1:8096");
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the accept loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8096"), // this crate's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: coroutine-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+fn run(addr: &str) -> io::Result<Infallible> {
     // `socket()`, `bind` and `listen`, with std's backlog (128 on Linux).
-    let listener = TcpListener::bind(&addr).unwrap_or_else(|e| {
-        eprintln!("error: cannot listen on {addr}: {e}");
-        exit(1)
-    });
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     // gevent's `monkey.patch_all()`: `Async` makes the socket non-blocking
     // and registers it with the reactor, which async-io starts on first use.
-    let listener = Async::new(listener).expect("the reactor takes the listener");
-    println!(
-        "listening on {}",
-        listener.get_ref().local_addr().expect("bound")
-    );
-    io::stdout().flush().expect("stdout");
+    let listener = Async::new(listener)?;
+    println!("listening on {}", listener.get_ref().local_addr()?); // flushed at its \n
     // gevent's hub: a single-threaded executor, driven here; whenever no
     // task can run, `block_on` waits in the reactor for a socket to be ready.
     let ex = LocalExecutor::new();
-    async_io::block_on(ex.run(accept_loop(&ex, &listener)));
+    async_io::block_on(ex.run(accept_loop(&ex, &listener)))
 }
 
 /// Accepts clients forever, a task each.
-async fn accept_loop(ex: &LocalExecutor<'_>, listener: &Async<TcpListener>) {
+async fn accept_loop(ex: &LocalExecutor<'_>, listener: &Async<TcpListener>) -> ! {
     loop {
         // Waits for a client the way `handle` waits for data: the accept
         // that would block yields to the other tasks instead.
@@ -109,18 +117,5 @@ fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
     if let Some(last) = data.iter().rposition(|&b| b == b'\n') {
         let whole = line.drain(..=kept + last);
         replies.extend(whole.map(|b| b.to_ascii_uppercase()));
-    }
-}
-
-/// `--addr HOST:PORT`, or port 8096 on loopback.
-fn addr_from_args(default: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => default.to_string(),
-        [flag, addr] if flag == "--addr" => addr.clone(),
-        _ => {
-            eprintln!("usage: coroutine-article [--addr HOST:PORT] (default {default})");
-            exit(2)
-        }
     }
 }

@@ -11,8 +11,26 @@
 //! mode. Run `cargo run -p epoll-http --bin epoll-article`, then
 //! `curl -v http://127.0.0.1:8080/`.
 
+use std::{convert::Infallible, process::ExitCode};
+
+fn main() -> ExitCode {
+    #[cfg(not(target_os = "linux"))]
+    let run = |_| Err::<Infallible, _>("epoll-article needs Linux (epoll)");
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8080"), // the article's port, on loopback, not its 0.0.0.0
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: epoll-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
 #[cfg(target_os = "linux")]
-fn main() -> std::io::Result<()> {
+fn run(addr: &str) -> std::io::Result<Infallible> {
     use std::collections::HashMap;
     use std::io::{ErrorKind, Read, Write};
     use std::net::{Shutdown, TcpListener};
@@ -27,22 +45,17 @@ fn main() -> std::io::Result<()> {
     const RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\nDate: Mon, 1 Jan 1996 01:01:01 GMT\r\n\
         Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, world!";
 
-    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1);
-    let addr = addr.unwrap_or_else(|| "127.0.0.1:8080".into());
     // bind, listen(1), setblocking(0). std sets SO_REUSEADDR, as the article
-    // does, and listens with the usual backlog: 1 overflows at once. The
-    // default is loopback (the article binds 0.0.0.0, every interface).
-    let serversocket = TcpListener::bind(addr)?;
+    // does, and listens with the usual backlog: 1 overflows at once.
+    let serversocket = TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     serversocket.set_nonblocking(true)?;
     // `epoll = select.epoll()`, `epoll.register(serversocket.fileno(), EPOLLIN)`.
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let server_fileno = serversocket.as_raw_fd();
-    epoll.add(
-        &serversocket,
-        EpollEvent::new(EpollFlags::EPOLLIN, server_fileno as u64),
-    )?;
-    println!("listening on {}", serversocket.local_addr()?);
-    std::io::stdout().flush()?;
+    let interest = EpollEvent::new(EpollFlags::EPOLLIN, server_fileno as u64);
+    epoll.add(&serversocket, interest)?;
+    println!("listening on {}", serversocket.local_addr()?); // flushed at its \n
 
     // By descriptor, as the article's dicts: each socket, the request read
     // so far, and the part of the response not yet sent.
@@ -134,10 +147,4 @@ fn main() -> std::io::Result<()> {
             }
         }
     }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn main() -> std::process::ExitCode {
-    eprintln!("error: epoll-article needs Linux (epoll)");
-    std::process::ExitCode::FAILURE
 }

@@ -1,42 +1,43 @@
-//! Article 004's program in one file: an echo server on an I/O completion port (IOCP),
-//! Windows' form of the asynchronous model of article 001 §5. Neither phase blocks the
-//! program: it hands Windows whole operations (accept into this socket, receive into
-//! this buffer, send these bytes), each with an OVERLAPPED whose address is the key;
-//! Windows waits and copies, and `callback_map` turns that address back into what comes
-//! next. The article stops at its first accept; this goes on to WSARecv and WSASend, one
-//! in flight per client, speaking docs/protocol.md to ordinary clients. Limits and
-//! back-off are the server's: `src/iocp.rs`, and the README's "What the server adds".
+//! Article 004's program in one file: an echo server on an I/O completion port (IOCP), Windows'
+//! form of the asynchronous model of article 001 §5. Neither phase blocks the program: it hands
+//! Windows whole operations (accept into this socket, receive into this buffer, send these bytes),
+//! each with an OVERLAPPED whose address is the key; Windows waits and copies, and `callback_map`
+//! turns that address back into what comes next. The article stops at its first accept; this goes
+//! on to WSARecv and WSASend, one in flight per client, speaking docs/protocol.md. Limits and
+//! back-off are the server's (`src/iocp.rs`; the README's "What the server adds").
 
 #![cfg_attr(not(windows), allow(dead_code, unused_imports))]
 
 #[cfg(windows)]
 use std::os::windows::io::{AsRawSocket, FromRawSocket, OwnedSocket};
-use std::{collections::HashMap, io, net, process::ExitCode, ptr::null, ptr::null_mut};
+use std::{collections::HashMap, convert::Infallible, io, net, process::ExitCode};
+use std::{ptr::null, ptr::null_mut};
 #[cfg(windows)]
 use windows_sys::Win32::{Foundation::*, Networking::WinSock::*, System::IO::*};
 
 fn main() -> ExitCode {
     #[cfg(not(windows))]
-    let run = || Err::<(), _>("iocp-article needs Windows' IOCP; on Linux, run uring-article");
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    let run =
+        |_| Err::<Infallible, _>("iocp-article needs Windows' IOCP; on Linux, run uring-article");
+    // `--addr HOST:PORT`, read by hand; `run` returns only if it fails: its loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:9090"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: iocp-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
 
 #[cfg(windows)]
-fn run() -> io::Result<()> {
-    // `--addr HOST:PORT`, read by hand; by default the article's port, on loopback.
-    let addr = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => "127.0.0.1:9090".to_string(),
-        [flag, addr] if flag == "--addr" => addr.clone(),
-        _ => return Err(io::Error::other("usage: iocp-article [--addr HOST:PORT]")),
-    };
+fn run(addr: &str) -> io::Result<Infallible> {
     // listen_sock: std binds and listens with a real backlog (the article's listen(0)
     // turns a crowd away), and without SO_REUSEADDR, which on Windows lets others in.
-    let listen_sock = net::TcpListener::bind(&addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let listen_sock = net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     // _iocp: a new port; `concurrency`, the threads it may run at once, is the article's.
     let concurrency = 0xffffffff;
     // SAFETY: no handle goes in (INVALID_HANDLE_VALUE asks for a new port); checked.

@@ -1,11 +1,10 @@
-//! Article 004's program in one file, its IOCP example carried to io_uring: the
-//! asynchronous model of article 001 §5, on Linux. Neither phase blocks the program: it
-//! hands the kernel whole operations (accept, receive into this buffer, send these
-//! bytes), each with a key, `user_data`, as the article hands Windows an OVERLAPPED's
-//! address; the kernel waits and copies, and `callback_map` turns the key of each
-//! completion back into what comes next. The article stops at its first accept; this
-//! goes on to receive and send, one operation in flight per client (IOCP's shape), and
-//! speaks docs/protocol.md to ordinary clients. Limits and back-off are the server's
+//! Article 004's program in one file, its IOCP example carried to io_uring: the asynchronous model
+//! of article 001 §5, on Linux. Neither phase blocks the program: it hands the kernel whole
+//! operations (accept, receive into this buffer, send these bytes), each with a key, `user_data`,
+//! as the article hands Windows an OVERLAPPED's address; the kernel waits and copies, and
+//! `callback_map` turns the key of each completion back into what comes next. The article stops at
+//! its first accept; this goes on to receive and send, one operation in flight per client (IOCP's
+//! shape), and speaks docs/protocol.md to ordinary clients. Limits and back-off are the server's
 //! (`src/uring.rs`; the README's "What the server adds"). On Windows: `iocp-article.rs`.
 
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
@@ -14,30 +13,32 @@
 use io_uring::{IoUring, cqueue, opcode, squeue, types::Fd};
 #[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::{collections::HashMap, io, net, process::ExitCode, ptr::null_mut};
+use std::{collections::HashMap, convert::Infallible, io, net, process::ExitCode, ptr::null_mut};
 
 fn main() -> ExitCode {
     #[cfg(not(target_os = "linux"))]
-    let run = || Err::<(), _>("uring-article needs Linux's io_uring; on Windows, run iocp-article");
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    let run = |_| {
+        Err::<Infallible, _>("uring-article needs Linux's io_uring; on Windows, run iocp-article")
+    };
+    // `--addr HOST:PORT`, read by hand; `run` returns only if it fails: its loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:9090"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: uring-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
 
 #[cfg(target_os = "linux")]
-fn run() -> io::Result<()> {
-    // `--addr HOST:PORT`, read by hand; by default the article's port, on loopback.
-    let addr = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => "127.0.0.1:9090".to_string(),
-        [flag, addr] if flag == "--addr" => addr.clone(),
-        _ => return Err(io::Error::other("usage: uring-article [--addr HOST:PORT]")),
-    };
+fn run(addr: &str) -> io::Result<Infallible> {
     // listen_sock: std binds, sets SO_REUSEADDR as the article does, and listens with
     // a real backlog, where the article's listen(0) would turn a crowd away.
-    let listen_sock = net::TcpListener::bind(&addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let listen_sock = net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     // _iocp: the ring, a queue of operations to the kernel and one of completions
     // back. Nothing to associate with it: each entry names its own socket.
     let ring = IoUring::new(1024)
@@ -57,8 +58,7 @@ fn run() -> io::Result<()> {
         server.ring.submit_and_wait(1)?;
         let done: Vec<cqueue::Entry> = server.ring.completion().collect(); // taken out first
         for cqe in done {
-            // `err, transferred, key, address = status`; err, which the article ignores,
-            // comes as a negated errno in place of the byte count.
+            // `err, transferred, key, address = status`: err, ignored by the article, is -errno.
             let status = match cqe.result() {
                 n if n < 0 => Err(io::Error::from_raw_os_error(-n)),
                 n => Ok(n as usize),

@@ -10,24 +10,35 @@
 //! back-off this file leaves out. Run it, then in another terminal
 //! `cargo run -p shared --bin client -- --addr 127.0.0.1:8083`.
 
+use std::convert::Infallible;
 use std::io::ErrorKind::{Interrupted, WouldBlock};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::exit;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-fn main() {
-    let addr = addr_from_args("127.0.0.1:8083");
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8083"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: nonblocking-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+fn run(addr: &str) -> io::Result<Infallible> {
     // `socket()`, `SO_REUSEADDR` (std sets it on Unix), `bind` and `listen`,
     // with std's backlog (128 on Linux): the article's 5 overflows at once.
-    let server = TcpListener::bind(&addr).unwrap_or_else(|e| {
-        eprintln!("error: cannot listen on {addr}: {e}");
-        exit(1)
-    });
+    let server = TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     // `server.setblocking(False)`: `accept` no longer waits.
-    server.set_nonblocking(true).expect("O_NONBLOCK");
-    println!("listening on {}", server.local_addr().expect("bound"));
-    io::stdout().flush().expect("stdout");
+    server.set_nonblocking(true)?;
+    println!("listening on {}", server.local_addr()?); // flushed at its \n
 
     let mut r_list: Vec<Conn> = Vec::new();
     // `w_list[conn] = data`: here w_list[i] is what r_list[i] is owed.
@@ -133,18 +144,5 @@ fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
     if let Some(last) = data.iter().rposition(|&b| b == b'\n') {
         let whole = line.drain(..=kept + last);
         replies.extend(whole.map(|b| b.to_ascii_uppercase()));
-    }
-}
-
-/// `--addr HOST:PORT`, or the article's port on loopback.
-fn addr_from_args(default: &str) -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => default.to_string(),
-        [flag, addr] if flag == "--addr" => addr.clone(),
-        _ => {
-            eprintln!("usage: nonblocking-article [--addr HOST:PORT] (default {default})");
-            exit(2)
-        }
     }
 }

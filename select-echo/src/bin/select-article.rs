@@ -1,33 +1,45 @@
-//! Article 001 §4's select echo server in one file (article 000 has the same
-//! program, on port 8000). One thread sleeps in `select(2)` until a socket in
-//! `rlist` can be read (the listener: a client waits) or one in `wlist`
-//! written, or 0.5 s pass; then it reads or writes those, never waiting.
+//! Article 001 §4's select echo server in one file (article 000 has the same program, on port
+//! 8000). One thread sleeps in `select(2)` until a socket in `rlist` can be read (the listener:
+//! a client waits) or one in `wlist` written, or 0.5 s pass, then reads or writes those at once.
 //!
-//! Read it first, beside the article. `src/select.rs` is the server: this
-//! loop with limits, `ERR server full` at the FD_SETSIZE wall, a pause when
-//! descriptors run out, and bounded output. Run it with `cargo run -p
-//! select-echo --bin select-article` and talk to it with `cargo run -p shared
-//! --bin client -- --addr 127.0.0.1:8093`.
+//! Read it first, beside the article. `src/select.rs` is the server: this loop with limits,
+//! `ERR server full` at the FD_SETSIZE wall, a pause when descriptors run out, bounded output.
+//! Run it with `cargo run -p select-echo --bin select-article` and talk to it with
+//! `cargo run -p shared --bin client -- --addr 127.0.0.1:8093`.
+
+#![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 
 #[cfg(unix)]
-use std::{collections::HashMap, io, io::ErrorKind, io::Read, io::Write};
-#[cfg(unix)]
-use std::{net::TcpListener, net::TcpStream, os::fd::AsRawFd, os::fd::RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+use std::{collections::HashMap, convert::Infallible, io, io::ErrorKind, io::Read, io::Write};
+use std::{net::TcpListener, net::TcpStream, process::ExitCode};
+
+fn main() -> ExitCode {
+    #[cfg(not(unix))]
+    let run = |_| Err::<Infallible, _>("select-article needs select(2) (Linux, macOS, the BSDs)");
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8093"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: select-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
 
 #[cfg(unix)]
-fn main() -> io::Result<()> {
-    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1);
-    let addr = addr.unwrap_or_else(|| "127.0.0.1:8093".into());
-    // The article's bind, listen(5) and setblocking(False); std listens with
-    // the system's usual backlog rather than 5, which a burst overflows.
-    let server = TcpListener::bind(addr)?;
+fn run(addr: &str) -> io::Result<Infallible> {
+    // The article's bind, listen(5), setblocking(False); std's usual backlog: a burst overflows 5.
+    let server = TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     server.set_nonblocking(true)?;
-    println!("listening on {}", server.local_addr()?);
-    io::stdout().flush()?;
+    println!("listening on {}", server.local_addr()?); // flushed at its \n
     eprintln!("starting...");
 
-    // Python's lists hold the sockets; here `socks` owns them (each with the
-    // start of a line still arriving), and `rlist` names them.
+    // Python's lists hold the sockets; `socks` owns them (with a line's start), `rlist` names them.
     let mut rlist: Vec<RawFd> = vec![server.as_raw_fd()];
     let mut wdata: HashMap<RawFd, Vec<u8>> = HashMap::new();
     let mut socks: HashMap<RawFd, (TcpStream, Vec<u8>)> = HashMap::new();
@@ -67,9 +79,7 @@ fn main() -> io::Result<()> {
                 // line is answered (the article drops it); closed once all sent.
                 Ok(0) => {
                     rlist.retain(|&fd| fd != sock);
-                    if !line.is_empty() {
-                        answer(line, b"\n", owed);
-                    }
+                    answer(line, if line.is_empty() { b"" } else { b"\n" }, owed);
                 }
                 // `wdata[sock] = data.upper()`, framed by newline (TCP keeps no
                 // message boundaries) and added to what is owed, not replacing it.
@@ -111,9 +121,8 @@ fn main() -> io::Result<()> {
 #[cfg(unix)]
 fn select(rlist: &[RawFd], wlist: &[RawFd]) -> io::Result<(Vec<RawFd>, Vec<RawFd>)> {
     let nfds = rlist.iter().chain(wlist).max().map_or(0, |fd| fd + 1);
-    // SAFETY: all zeros are an empty fd_set and a zero timeval. Every
-    // descriptor is below FD_SETSIZE (the accept sees to it) and nfds, so
-    // FD_SET, select and FD_ISSET stay inside the sets, which are ours.
+    // SAFETY: all zeros are an empty fd_set and a zero timeval. Every descriptor is below
+    // FD_SETSIZE (the accept sees to it) and nfds: FD_SET, select, FD_ISSET stay in our sets.
     unsafe {
         let (mut rl, mut wl, mut timeout): (libc::fd_set, libc::fd_set, libc::timeval) =
             std::mem::zeroed();
@@ -129,22 +138,13 @@ fn select(rlist: &[RawFd], wlist: &[RawFd]) -> io::Result<(Vec<RawFd>, Vec<RawFd
     }
 }
 
-/// Each whole line (its start kept in `line`) is answered in `owed`, ASCII
-/// upper-cased as by `data.upper()`; an unfinished one waits in `line`.
-#[cfg(unix)]
+/// Each whole line, ASCII upper-cased as by `data.upper()`, is moved to `owed`;
+/// an unfinished one waits in `line`.
 fn answer(line: &mut Vec<u8>, data: &[u8], owed: &mut Vec<u8>) {
     for &byte in data {
+        line.push(byte.to_ascii_uppercase());
         if byte == b'\n' {
-            owed.extend(line.drain(..).map(|b| b.to_ascii_uppercase()));
-            owed.push(b'\n');
-        } else {
-            line.push(byte);
+            owed.append(line);
         }
     }
-}
-
-#[cfg(not(unix))]
-fn main() -> std::process::ExitCode {
-    eprintln!("error: select-article needs select(2) (Linux, macOS, the BSDs)");
-    std::process::ExitCode::FAILURE
 }

@@ -1,27 +1,36 @@
-//! Article 001 §7's selectors echo server in one file. `polling` plays
-//! Python's `DefaultSelector` (epoll, kqueue, event ports, IOCP); each socket
-//! is registered with data, what to call when it is ready (`accept`, `read`).
-//! The loop blocks only in the wait, then calls back; the reads never wait.
-//! Read it first, beside the article; `src/main.rs`, the server, adds limits.
-
-use std::collections::HashMap;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+//! Article 001 §7's selectors echo server in one file. `polling` plays Python's `DefaultSelector`
+//! (epoll, kqueue, event ports, IOCP); each socket is registered with data, what to call when it
+//! is ready (`accept`, `read`). The loop blocks only in the wait, then calls back; the reads never
+//! wait. Read it first, beside the article; `src/main.rs`, the server, adds limits.
 
 use polling::{AsRawSource, AsSource, Event, Events, PollMode, Poller};
+use std::{collections::HashMap, convert::Infallible, io, io::ErrorKind, io::Read, io::Write};
+use std::{net::TcpListener, net::TcpStream, process::ExitCode};
 
-fn main() -> io::Result<()> {
-    let addr = std::env::args().skip_while(|a| a != "--addr").nth(1);
-    let addr = addr.unwrap_or_else(|| "127.0.0.1:8088".into());
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8088"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: selectors-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+fn run(addr: &str) -> io::Result<Infallible> {
     let (poller, keys) = (Poller::new()?, HashMap::new());
     let mut sel = Selector { poller, keys }; // `sel = selectors.DefaultSelector()`
     // bind, listen(5), setblocking(False); std: SO_REUSEADDR, the usual backlog (5 overflows).
-    let server_fileobj = TcpListener::bind(addr)?;
+    let server_fileobj = TcpListener::bind(addr)
+        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     server_fileobj.set_nonblocking(true)?;
     let addr = server_fileobj.local_addr()?;
     sel.register(server_fileobj, accept)?; // `(server_fileobj, EVENT_READ, accept)`
-    println!("listening on {addr}"); // ready: the listener is watched
-    io::stdout().flush()?;
+    println!("listening on {addr}"); // ready: the listener is watched; flushed at its \n
 
     let mut events = Events::new();
     loop {
@@ -29,8 +38,7 @@ fn main() -> io::Result<()> {
         events.clear();
         sel.poller.wait(&mut events, None)?;
         for mask in events.iter() {
-            // `callback = sel_obj.data; callback(sel_obj.fileobj, mask)`, out
-            // of `sel` while it runs, and back unless it closed its socket.
+            // `callback = sel_obj.data; callback(sel_obj.fileobj, mask)`; out of `sel` meanwhile.
             if let Some(mut sel_obj) = sel.keys.remove(&mask.key) {
                 let callback = &mut sel_obj.data;
                 if callback(&mut sel, mask) {
@@ -44,15 +52,13 @@ fn main() -> io::Result<()> {
 /// `accept(server_fileobj, mask)`: takes a client, registered with `read`.
 fn accept(server_fileobj: TcpListener) -> Callback {
     Box::new(move |sel: &mut Selector, _mask: Event| {
-        match server_fileobj.accept() {
-            Ok((conn, _addr)) => {
-                let registered = conn.set_nonblocking(true);
-                if let Err(e) = registered.and_then(|()| sel.register(conn, read)) {
-                    eprintln!("accept: {e}");
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {} // it left first
-            Err(e) => eprintln!("accept: {e}"),
+        let registered = server_fileobj.accept().and_then(|(conn, _addr)| {
+            conn.set_nonblocking(true)?;
+            sel.register(conn, read)
+        });
+        match registered {
+            Err(e) if e.kind() != ErrorKind::WouldBlock => eprintln!("accept: {e}"),
+            _ => {} // registered, or WouldBlock: the client left first
         }
         true
     })
@@ -66,13 +72,11 @@ fn read(mut conn: TcpStream) -> Callback {
         if mask.readable {
             let mut data = [0; 1024];
             match conn.read(&mut data) {
-                // `if not data`: the client is done sending. Its unfinished
-                // line is answered (the article drops it); closed once sent.
+                // `if not data`: done sending; an unfinished line answered (the article drops it).
                 Ok(0) => {
                     reading = false;
-                    if !line.is_empty() {
-                        answer(&mut line, b"\n", &mut wdata);
-                    }
+                    let rest: &[u8] = if line.is_empty() { b"" } else { b"\n" };
+                    answer(&mut line, rest, &mut wdata);
                 }
                 // `data.upper() + b'_SB'`, framed: one recv is not a message.
                 Ok(n) => answer(&mut line, &data[..n], &mut wdata),
@@ -92,8 +96,7 @@ fn read(mut conn: TcpStream) -> Callback {
         if !reading && !writing {
             return close(sel, &conn);
         }
-        // `sel.modify(conn, events)`: EVENT_WRITE only while replies are owed,
-        // or a level-triggered selector reports the socket on every wait.
+        // `sel.modify(conn, events)`: EVENT_WRITE only while owed, lest level-triggered waits spin.
         if (reading, writing) != events {
             events = (reading, writing);
             let want = Event::new(mask.key, reading, writing);
@@ -114,11 +117,9 @@ fn close(sel: &mut Selector, conn: &TcpStream) -> bool {
 /// Each whole line, upper-cased (`data.upper()`) and with `_SB`, into `wdata`; the rest in `line`.
 fn answer(line: &mut Vec<u8>, data: &[u8], wdata: &mut Vec<u8>) {
     for &byte in data {
-        if byte == b'\n' {
-            wdata.extend(line.drain(..).map(|b| b.to_ascii_uppercase()));
-            wdata.extend_from_slice(b"_SB\n");
-        } else {
-            line.push(byte);
+        match byte {
+            b'\n' => wdata.extend(line.drain(..).chain(*b"_SB\n")),
+            _ => line.push(byte.to_ascii_uppercase()),
         }
     }
 }
@@ -140,8 +141,7 @@ impl Selector {
     fn register<S: AsSource>(&mut self, fileobj: S, data: fn(S) -> Callback) -> io::Result<()> {
         let fd = fileobj.source();
         let (key, mode) = ((&fd).raw() as usize, PollMode::Level);
-        // SAFETY: the socket stays open while registered: its callback owns
-        // it, and deletes it from the poller before it is dropped.
+        // SAFETY: open while registered: its callback owns it, and unregisters it before the drop.
         unsafe { self.poller.add_with_mode(&fd, Event::readable(key), mode)? };
         let data = data(fileobj);
         self.keys.insert(key, SelectorKey { data });
