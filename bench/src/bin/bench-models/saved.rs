@@ -215,9 +215,6 @@ mod tests {
             rendered.push(files(&out));
         }
         let md = String::from_utf8(rendered[0][0].1.clone()).expect("UTF-8");
-        if std::env::var_os("SHOW_REPORT").is_some() {
-            eprintln!("{md}");
-        }
         assert!(md.starts_with("# Benchmarks\n"), "{md}");
         assert!(
             md.contains("Machine: a test CPU, 2 cores, 8 GiB, Linux 6.1.0"),
