@@ -139,7 +139,7 @@ mod linux {
     /// that file, as `--render-from` would.
     fn save_and_render(saved: &Saved, out: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(out)?;
-        let path = out.join(saved::FILE);
+        let path = out.join(saved.file_name());
         saved.write(&path)?;
         render(&Saved::read(&path)?, out)
     }
@@ -267,7 +267,8 @@ mod linux {
             let saved = Saved::new(&env, &all, (fastest, &generator), true);
             save_and_render(&saved, &out)?;
             eprintln!(
-                "replaced the latency section of {}",
+                "wrote {} and replaced the latency section of {}",
+                out.join(saved::LATENCY_FILE).display(),
                 out.join("BENCHMARKS.md").display()
             );
             return Ok(());

@@ -13,6 +13,8 @@ use crate::results::{Results, Step};
 
 /// The file's name in the output folder.
 pub const FILE: &str = "results.json";
+/// With `--latency-only`, which must not overwrite a full run's file.
+pub const LATENCY_FILE: &str = "results-latency.json";
 
 /// Everything a report is made of.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,6 +51,15 @@ impl Saved {
                 .map(|(m, r)| (m.name.to_string(), r.clone()))
                 .collect(),
             generator: (fastest.name.to_string(), generator.to_vec()),
+        }
+    }
+
+    /// The file's name in the output folder: [`FILE`] or [`LATENCY_FILE`].
+    pub fn file_name(&self) -> &'static str {
+        if self.latency_only {
+            LATENCY_FILE
+        } else {
+            FILE
         }
     }
 
