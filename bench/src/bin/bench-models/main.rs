@@ -6,7 +6,8 @@
 //! ```text
 //! cargo build --release --workspace
 //! cargo run --release -p bench --bin bench-models             # full run, minutes
-//! cargo run --release -p bench --bin bench-models -- --quick  # smoke test, under a minute
+//! cargo run --release -p bench --bin bench-models -- --quick  # smoke test, a minute or two
+//! cargo run --release -p bench --bin bench-models -- --render-from results.json --out /tmp/r
 //! ```
 //!
 //! Each server is started fresh on a free loopback port and driven by
