@@ -515,4 +515,63 @@ mod tests {
         let step = after_the_wait("select", 10_000.0, Ok(()), || Ok(round(350.0))).expect("a step");
         assert_eq!((step.p99_us, step.failed), (350.0, None));
     }
+
+    #[test]
+    fn a_round_late_to_read_is_generator_bound_as_one_late_to_send() {
+        let read = Step {
+            read_late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..round(300.0)
+        };
+        let send = Step {
+            late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..round(300.0)
+        };
+        assert_eq!(read.late_to(), Some("read"));
+        assert_eq!(send.late_to(), Some("send"));
+        let both = Step {
+            late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..read.clone()
+        };
+        assert_eq!(both.late_to(), Some("send, read"));
+        assert_eq!(round(300.0).late_to(), None);
+        assert!(!read.meets_objective());
+        assert!(
+            read.summary().contains("[generator-bound: late to read]"),
+            "{}",
+            read.summary()
+        );
+        // Set aside beside a round that kept up, as one late to send is.
+        let step = median_round(vec![read, round(700.0), send]).expect("rounds ran");
+        assert_eq!((step.p99_us, step.set_aside), (700.0, 2));
+    }
+
+    fn model(name: &str) -> Model {
+        *crate::model::MODELS
+            .iter()
+            .find(|m| m.name == name)
+            .expect("a model")
+    }
+
+    #[test]
+    fn the_compared_models_run_pipelined_and_on_many_connections() {
+        let one = |conns| Pass {
+            conns,
+            pipelined: false,
+        };
+        let piped = |conns| Pass {
+            conns,
+            pipelined: true,
+        };
+        assert_eq!(passes(&model("poll")), [one(100), piped(100), one(1000)]);
+        assert_eq!(passes(&model("select")), [one(100), piped(100), one(1000)]);
+        assert_eq!(passes(&model("io_uring multishot")), [one(100)]);
+        assert_eq!(passes(&model("blocking, pool of 8 threads")), [one(8)]);
+        // select's idle crowd is what FD_SETSIZE leaves beside the active ones.
+        let select = model("select");
+        assert_eq!(held(&select, 10_000, 100), Ok(910));
+        let full = held(&select, 10_000, 1000).expect_err("no room");
+        assert!(full.contains("1000 active connections"), "{full}");
+        assert_eq!(held(&model("poll"), 10_000, 1000), Ok(10_000));
+        assert_eq!(held(&select, 0, 1000), Ok(0));
+    }
 }

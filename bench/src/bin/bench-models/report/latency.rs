@@ -132,9 +132,17 @@ pub fn section(md: &mut String, env: &Env, all: &All, generator: (&Model, &[Step
     objective_table(md, all, crowd_size);
     let _ = write!(
         md,
-        "\n![p99 against offered load, with and without {crowd_size} idle connections](bench/charts/latency-offered.svg)\n\n\
-         ![Replies per second carried against requests per second offered, poll and select with and without {crowd_size} idle connections, selectors beside them](bench/charts/carried-offered.svg)\n"
+        "\n![p99 against offered load, with and without {crowd_size} idle connections](bench/charts/latency-offered.svg)\n"
     );
+    if all
+        .iter()
+        .any(|(m, r)| COMPARED.contains(&m.name) && r.latency.iter().any(|c| !c.steps.is_empty()))
+    {
+        let _ = write!(
+            md,
+            "\n![Replies per second carried against requests per second offered, poll and select with and without {crowd_size} idle connections, selectors beside them](bench/charts/carried-offered.svg)\n"
+        );
+    }
     steps_table(md, all);
     paper(md, all);
 }
@@ -395,6 +403,25 @@ fn paper(md: &mut String, all: &All) {
             continue;
         };
         let (Some(a), Some(b)) = (at(q), at(c)) else {
+            // Past saturation below that rate beside the crowd (or without
+            // it): the line says so, with what it carried.
+            let below = |x: Option<Step>| match x {
+                Some(s) => format!("p50 {:.0} µs, p99 {:.0} µs", s.p50_us, s.p99_us),
+                None => "not reached (past saturation lower on the ladder)".into(),
+            };
+            lines.push(format!(
+                "- {label} with {} idle connections: at {:.0}k requests/s offered, {} \
+                 without the crowd, {} beside it; the most it carried, {:.0}k → {:.0}k \
+                 replies/s; p99 under 1 ms up to {} → {}",
+                c.held,
+                RATE / 1000.0,
+                below(at(q)),
+                below(at(c)),
+                carried(q) / 1000.0,
+                carried(c) / 1000.0,
+                objective(q),
+                objective(c),
+            ));
             continue;
         };
         let ratio = b.p50_us / a.p50_us.max(1.0);
