@@ -144,6 +144,7 @@ pub struct Env {
 /// the run starts and saved with its results, so that a report rendered
 /// again from them describes the machine they came from.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Host {
     pub cpu: String,
     pub cores: usize,

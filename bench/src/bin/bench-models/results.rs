@@ -1,6 +1,7 @@
 //! What the benchmark measures, as plain data: the measuring files fill it
 //! in, the report reads it. It is saved as JSON (`results.json`), and the
-//! report can be rendered again from that file alone.
+//! report can be rendered again from that file alone. A field missing from
+//! the file (one added since it was written) reads as its default.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -12,6 +13,7 @@ fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 /// One loadgen result.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Point {
     #[serde(deserialize_with = "nan_if_null")]
     pub rps: f64,
@@ -30,6 +32,7 @@ pub struct Point {
 
 /// Everything measured for one model.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Results {
     /// (connections, depth) -> point; `None`: beyond what the model serves.
     pub grid: Vec<((usize, u32), Option<Point>)>,
@@ -62,6 +65,7 @@ pub struct Results {
 
 /// Counts per request at one depth.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counts {
     pub depth: u32,
     /// Total, and per system call name (only those above 0.01).
@@ -71,6 +75,7 @@ pub struct Counts {
 
 /// One point of the scale sweep.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ScalePoint {
     /// Idle connections asked for, and held (fewer if the model stopped).
     pub asked: usize,
@@ -101,6 +106,7 @@ pub struct ScalePoint {
 
 /// One step of the latency sweep: loadgen's open loop at one offered rate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Step {
     /// Requests per second offered, and achieved (replies in the window).
     #[serde(deserialize_with = "nan_if_null")]
@@ -246,6 +252,7 @@ impl Step {
 
 /// One model's latency curve beside one idle crowd, in one way of sending.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Curve {
     /// Idle connections asked for, and held (select: at most its wall).
     pub idle: usize,

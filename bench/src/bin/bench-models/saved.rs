@@ -18,6 +18,7 @@ pub const LATENCY_FILE: &str = "results-latency.json";
 
 /// Everything a report is made of.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Saved {
     pub host: Host,
     pub secs: f64,
