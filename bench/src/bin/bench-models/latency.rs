@@ -2,6 +2,17 @@
 //! (`--rate`), from a low rate to past saturation, with no idle connections
 //! and with 10 000 held beside the active ones.
 //!
+//! Each of 100 active connections keeps one request in flight
+//! (`--in-flight 1`), the next waiting in the generator for its reply, as
+//! clients that wait for each reply do; so a connection carries no more
+//! than one reply a round trip, and a server whose round trip grows
+//! carries less than it is offered. Sent as they fall due instead
+//! (pipelined), requests pile up on each connection and a slow server
+//! reads many at once: poll, select and selectors run that way too, at
+//! the same rates, so that the report can show what pipelining hides; and
+//! they run with 1000 active connections as well, where the bound of one
+//! in flight is ten times higher.
+//!
 //! A closed loop (each connection waits for its reply before sending again)
 //! slows down with the server, so its latency hides queueing. Here requests
 //! arrive on a fixed schedule whatever the server does, and each latency
@@ -26,7 +37,12 @@ use crate::progress;
 use crate::results::{Curve, Step};
 
 /// Active connections carrying the offered load.
-const ACTIVE: usize = 10;
+pub const ACTIVE: usize = 100;
+/// The second connection count, where the models serve that many at once.
+pub const MANY: usize = 1000;
+/// The models also run pipelined and with [`MANY`] connections: the two
+/// that walk every descriptor, and the selector beside them.
+pub const COMPARED: [&str; 3] = ["poll", "select", "selectors (polling, epoll)"];
 /// The latency objective the report's sustainable rate is measured at.
 pub const OBJECTIVE_US: f64 = 1000.0;
 /// The generator is behind its schedule, not within its resolution, when
@@ -55,24 +71,64 @@ pub fn runs(env: &Env, m: &Model) -> bool {
     !env.quick || ["select", "selectors (polling, epoll)"].contains(&m.name)
 }
 
+/// One way of driving a model: its active connections, and whether each
+/// sends as requests fall due (pipelined) or keeps one in flight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    pub conns: usize,
+    pub pipelined: bool,
+}
+
+/// The passes model `m` runs: one in flight on [`ACTIVE`] connections (or
+/// as many as it serves at once: a pool of 8 workers, 8; a ninth would
+/// wait in its queue for the whole run, unanswered); for [`COMPARED`], the
+/// same pipelined, and one in flight on [`MANY`] where it serves that many.
+pub fn passes(m: &Model) -> Vec<Pass> {
+    let conns = ACTIVE.min(m.max_active);
+    let mut all = vec![Pass {
+        conns,
+        pipelined: false,
+    }];
+    if COMPARED.contains(&m.name) {
+        all.push(Pass {
+            conns,
+            pipelined: true,
+        });
+        if m.max_active >= MANY {
+            all.push(Pass {
+                conns: MANY,
+                pipelined: false,
+            });
+        }
+    }
+    all
+}
+
+/// Each pass beside each crowd: the curves of one model.
+fn plans(env: &Env, m: &Model) -> Vec<(Pass, usize)> {
+    passes(m)
+        .into_iter()
+        .flat_map(|p| crowds(env).map(|idle| (p, idle)))
+        .collect()
+}
+
 /// Steps the whole sweep may take, for the progress bar.
 pub fn planned(env: &Env) -> u64 {
     let rounds = env.latency_rounds;
-    let models = env.models.iter().filter(|m| runs(env, m)).count();
-    (rounds * models * 2 * ladder(env).len()) as u64
+    let curves: usize = env
+        .models
+        .iter()
+        .filter(|m| runs(env, m))
+        .map(|m| plans(env, m).len())
+        .sum();
+    (rounds * curves * ladder(env).len()) as u64
 }
 
-/// The active connections: [`ACTIVE`], or fewer where the model serves
-/// fewer at once (a pool of 8 workers: 8; a ninth would wait in its queue
-/// for the whole run, unanswered).
-fn active(m: &Model) -> usize {
-    ACTIVE.min(m.max_active)
-}
-
-/// The idle connections model `m` holds for a crowd of `idle`, or why it
-/// cannot take part: select stops at FD_SETSIZE, and a pool's idle
+/// The idle connections model `m` holds for a crowd of `idle` beside
+/// `conns` active ones, or why it cannot take part: select stops at
+/// FD_SETSIZE (its `max_idle` is beside 10 active), and a pool's idle
 /// clients would hold its workers.
-fn held(m: &Model, idle: usize) -> Result<usize, String> {
+fn held(m: &Model, idle: usize, conns: usize) -> Result<usize, String> {
     if idle == 0 {
         return Ok(0);
     }
@@ -83,7 +139,15 @@ fn held(m: &Model, idle: usize) -> Result<usize, String> {
             m.max_active
         ));
     }
-    Ok(idle.min(m.max_idle))
+    let room = m.max_idle.saturating_add(10).saturating_sub(conns);
+    let hold = idle.min(m.max_idle).min(room);
+    if hold * 10 < idle.min(m.max_idle) {
+        return Err(format!(
+            "not run: {conns} active connections leave room for {hold} idle ones under \
+             FD_SETSIZE"
+        ));
+    }
+    Ok(hold)
 }
 
 /// The sweep: for each round, every model in turn on a fresh server (pinned
@@ -97,26 +161,33 @@ fn held(m: &Model, idle: usize) -> Result<usize, String> {
 pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
     let rounds = env.latency_rounds;
     let ladder = ladder(env);
-    let crowds = crowds(env);
-    // samples[model][crowd][step]
-    let mut samples: Vec<Vec<Vec<Vec<Step>>>> =
-        vec![vec![vec![Vec::new(); ladder.len()]; crowds.len()]; models.len()];
+    // samples[model][curve][step]
+    let mut samples: Vec<Vec<Vec<Vec<Step>>>> = models
+        .iter()
+        .map(|m| vec![vec![Vec::new(); ladder.len()]; plans(env, m).len()])
+        .collect();
     for round in 0..rounds {
         for (i, m) in models.iter().enumerate() {
             if !runs(env, m) {
                 continue;
             }
-            for (c, &idle) in crowds.iter().enumerate() {
-                let Ok(hold) = held(m, idle) else {
+            for (c, (pass, idle)) in plans(env, m).into_iter().enumerate() {
+                let Ok(hold) = held(m, idle, pass.conns) else {
                     progress::skip(ladder.len() as u64);
                     continue;
                 };
                 let server = start_pinned(env, m, 0);
                 let at_rest = testkit::proc::tree_fd_count(server.pid());
                 let mut behind = false;
+                let how = Curve {
+                    conns: pass.conns,
+                    pipelined: pass.pipelined,
+                    ..Curve::default()
+                }
+                .mode();
                 // The round's p99 at each step, for the log.
                 let mut line = format!(
-                    "   round {} of {rounds}, {}, {hold} idle: p99",
+                    "   round {} of {rounds}, {}, {how}, {hold} idle: p99",
                     round + 1,
                     m.name
                 );
@@ -126,11 +197,12 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
                         continue;
                     }
                     let waited = wait_for_rest(&server, at_rest);
-                    let step =
-                        after_the_wait(m.name, rate, waited, || one(env, m, &server, rate, hold))?;
+                    let step = after_the_wait(m.name, rate, waited, || {
+                        one(env, m, &server, rate, hold, pass)
+                    })?;
                     behind = step.saturated();
                     progress::step(&format!(
-                        "latency, round {}: {} at {rate:.0}/s, {hold} idle",
+                        "latency, round {}: {} at {rate:.0}/s, {how}, {hold} idle",
                         round + 1,
                         m.name
                     ));
@@ -141,8 +213,8 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
                     } else {
                         format!(" {:.0}k {:.0} µs", rate / 1000.0, step.p99_us)
                     });
-                    if step.generator_bound() {
-                        line.push_str(" (generator late)");
+                    if let Some(what) = step.late_to() {
+                        line.push_str(&format!(" (generator late to {what})"));
                     }
                     samples[i][c][k].push(step);
                 }
@@ -151,14 +223,16 @@ pub fn sweep(env: &Env, models: &[Model]) -> anyhow::Result<Vec<Vec<Curve>>> {
         }
     }
     let mut all = Vec::new();
-    for (m, per_crowd) in models.iter().zip(samples) {
+    for (m, per_curve) in models.iter().zip(samples) {
         let mut curves = Vec::new();
-        for (&idle, per_step) in crowds.iter().zip(per_crowd) {
+        for ((pass, idle), per_step) in plans(env, m).into_iter().zip(per_curve) {
             curves.push(Curve {
                 idle,
-                held: held(m, idle).unwrap_or(0),
+                held: held(m, idle, pass.conns).unwrap_or(0),
+                conns: pass.conns,
+                pipelined: pass.pipelined,
                 why_not: if runs(env, m) {
-                    held(m, idle).err()
+                    held(m, idle, pass.conns).err()
                 } else {
                     Some("not run with --quick".into())
                 },
@@ -251,14 +325,15 @@ fn median_round(rounds: Vec<Step>) -> Option<Step> {
     Some(step)
 }
 
-/// One step: loadgen's open loop at `rate` against `server`, with `idle`
-/// connections held beside the active ones.
+/// One step: loadgen's open loop at `rate` against `server`, driven as
+/// `pass` says, with `idle` connections held beside the active ones.
 fn one(
     env: &Env,
     m: &Model,
     server: &testkit::TestServer,
     rate: f64,
     idle: usize,
+    pass: Pass,
 ) -> anyhow::Result<Step> {
     let (secs, warmup) = if env.quick {
         (0.3, 0.2)
@@ -270,7 +345,7 @@ fn one(
         .args(["--json", "--rate", &rate.to_string()])
         .args([
             "--conns",
-            &active(m).to_string(),
+            &pass.conns.to_string(),
             "--idle",
             &idle.to_string(),
         ])
@@ -280,6 +355,9 @@ fn one(
             "--warmup-secs",
             &warmup.to_string(),
         ]);
+    if !pass.pipelined {
+        load.args(["--in-flight", "1"]);
+    }
     if !m.suffix.is_empty() {
         load.args(["--suffix", m.suffix]);
     }
@@ -310,6 +388,12 @@ fn one(
         max_us: get("max_us"),
         late_p99_us: get("late_p99_us"),
         late_max_us: get("late_max_us"),
+        read_late_p99_us: get("read_late_p99_us"),
+        read_late_max_us: get("read_late_max_us"),
+        rtt_p50_us: get("rtt_p50_us"),
+        bound_rps: get("bound_rps"),
+        waited: get("waited"),
+        unsent: get("unsent"),
         errors: get("errors"),
         held: get("idle_held") as usize,
         lost: false,
@@ -337,8 +421,9 @@ pub fn generator_steps(env: &Env) -> u64 {
 }
 
 /// The generator's own ceiling: the highest rate it keeps to its schedule
-/// (its lateness p99 within [`GENERATOR_SLACK_US`]) against `m`, the
-/// fastest server, with no idle connections. The rates past the ladder's
+/// (its lateness to send and to read, p99, within [`GENERATOR_SLACK_US`])
+/// against `m`, the fastest server, with no idle connections, driven as the
+/// sweep's own curves are. The rates past the ladder's
 /// top are tried too, up to where it falls behind.
 pub fn generator_ceiling(env: &Env, m: &Model) -> anyhow::Result<Vec<Step>> {
     let rates = generator_rates(env);
@@ -349,7 +434,7 @@ pub fn generator_ceiling(env: &Env, m: &Model) -> anyhow::Result<Vec<Step>> {
         m.name
     ));
     for (k, &rate) in rates.iter().enumerate() {
-        let step = one(env, m, &server, rate, 0)?;
+        let step = one(env, m, &server, rate, 0, passes(m)[0])?;
         progress::step(&format!("the generator's ceiling at {rate:.0}/s"));
         progress::say(&format!("   {}", step.summary()));
         let behind = step.generator_bound();
@@ -429,5 +514,64 @@ mod tests {
     fn a_step_after_a_wait_that_held_is_run() {
         let step = after_the_wait("select", 10_000.0, Ok(()), || Ok(round(350.0))).expect("a step");
         assert_eq!((step.p99_us, step.failed), (350.0, None));
+    }
+
+    #[test]
+    fn a_round_late_to_read_is_generator_bound_as_one_late_to_send() {
+        let read = Step {
+            read_late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..round(300.0)
+        };
+        let send = Step {
+            late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..round(300.0)
+        };
+        assert_eq!(read.late_to(), Some("read"));
+        assert_eq!(send.late_to(), Some("send"));
+        let both = Step {
+            late_p99_us: 2.0 * GENERATOR_SLACK_US,
+            ..read.clone()
+        };
+        assert_eq!(both.late_to(), Some("send, read"));
+        assert_eq!(round(300.0).late_to(), None);
+        assert!(!read.meets_objective());
+        assert!(
+            read.summary().contains("[generator-bound: late to read]"),
+            "{}",
+            read.summary()
+        );
+        // Set aside beside a round that kept up, as one late to send is.
+        let step = median_round(vec![read, round(700.0), send]).expect("rounds ran");
+        assert_eq!((step.p99_us, step.set_aside), (700.0, 2));
+    }
+
+    fn model(name: &str) -> Model {
+        *crate::model::MODELS
+            .iter()
+            .find(|m| m.name == name)
+            .expect("a model")
+    }
+
+    #[test]
+    fn the_compared_models_run_pipelined_and_on_many_connections() {
+        let one = |conns| Pass {
+            conns,
+            pipelined: false,
+        };
+        let piped = |conns| Pass {
+            conns,
+            pipelined: true,
+        };
+        assert_eq!(passes(&model("poll")), [one(100), piped(100), one(1000)]);
+        assert_eq!(passes(&model("select")), [one(100), piped(100), one(1000)]);
+        assert_eq!(passes(&model("io_uring multishot")), [one(100)]);
+        assert_eq!(passes(&model("blocking, pool of 8 threads")), [one(8)]);
+        // select's idle crowd is what FD_SETSIZE leaves beside the active ones.
+        let select = model("select");
+        assert_eq!(held(&select, 10_000, 100), Ok(910));
+        let full = held(&select, 10_000, 1000).expect_err("no room");
+        assert!(full.contains("1000 active connections"), "{full}");
+        assert_eq!(held(&model("poll"), 10_000, 1000), Ok(10_000));
+        assert_eq!(held(&select, 0, 1000), Ok(0));
     }
 }

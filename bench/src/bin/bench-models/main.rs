@@ -6,7 +6,8 @@
 //! ```text
 //! cargo build --release --workspace
 //! cargo run --release -p bench --bin bench-models             # full run, minutes
-//! cargo run --release -p bench --bin bench-models -- --quick  # smoke test, under a minute
+//! cargo run --release -p bench --bin bench-models -- --quick  # smoke test, a minute or two
+//! cargo run --release -p bench --bin bench-models -- --render-from results.json --out /tmp/r
 //! ```
 //!
 //! Each server is started fresh on a free loopback port and driven by
@@ -26,10 +27,13 @@
 //!   and without an idle crowd, into `Results`;
 //! - `counts.rs`: system calls and instructions per request, into `Results`;
 //! - `progress.rs`: where the run is, on a terminal;
+//! - `saved.rs`: the run's results as JSON (`results.json`), and back;
 //! - `report.rs`: `Results` into BENCHMARKS.md and the charts.
 //!
-//! `main` runs the measuring files and hands what they found to the report;
-//! none of them imports another of the three.
+//! `main` runs the measuring files, saves what they found to
+//! `results.json`, and renders the report from that file (`--render-from`
+//! renders it again without measuring); none of them imports another of
+//! the three.
 
 use std::process::ExitCode;
 
@@ -49,6 +53,8 @@ mod progress;
 mod report;
 #[cfg(target_os = "linux")]
 mod results;
+#[cfg(target_os = "linux")]
+mod saved;
 #[cfg(target_os = "linux")]
 mod scale;
 
@@ -71,7 +77,8 @@ mod linux {
     use anyhow::{Context, bail};
     use testkit::raise_nofile_limit;
 
-    use crate::model::{Env, MODELS};
+    use crate::model::{Env, Host, MODELS};
+    use crate::saved::{self, Saved};
     use crate::{counts, latency, measure, progress, report, scale};
 
     #[derive(clap::Parser, Debug, Clone)]
@@ -111,9 +118,72 @@ mod linux {
         /// 3, quick 1)
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         pub latency_rounds: Option<u16>,
+        /// Measure nothing: render BENCHMARKS.md and the charts into --out
+        /// from a results.json an earlier run wrote (with --latency-only,
+        /// its section replaced in the BENCHMARKS.md already there)
+        #[arg(long, value_name = "PATH")]
+        pub render_from: Option<PathBuf>,
+    }
+
+    /// The report from a saved run alone, into `out`.
+    fn render(saved: &Saved, out: &std::path::Path) -> anyhow::Result<()> {
+        let (env, all, (fastest, generator)) = saved.unpack()?;
+        if saved.latency_only {
+            report::splice_latency(out, &env, &all, (&fastest, &generator))
+                .context("writing the latency section")
+        } else {
+            report::write(out, &env, &all, (&fastest, &generator)).context("writing the report")
+        }
+    }
+
+    /// `results.json` written into `out`, and the report rendered from
+    /// that file, as `--render-from` would.
+    fn save_and_render(saved: &Saved, out: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(out)?;
+        let path = out.join(saved.file_name());
+        saved.write(&path)?;
+        render(&Saved::read(&path)?, out)
+    }
+
+    /// This machine, as the report describes it.
+    fn host() -> Host {
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_else(|| "unknown CPU".into());
+        let mem_kib = read("/proc/meminfo")
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        Host {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            mem_kib,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            pinned: crate::drive::pinning(),
+            nofile_hard: shared::limits::raise_descriptor_limit().map_or(0, |l| l.hard),
+            scale_ceiling: scale::ceiling(),
+        }
     }
 
     pub fn run(args: Args) -> anyhow::Result<()> {
+        if let Some(path) = &args.render_from {
+            let saved = Saved::read(path)?;
+            let out = args
+                .out
+                .clone()
+                .context("--render-from needs --out, the folder to write into")?;
+            render(&saved, &out)?;
+            eprintln!(
+                "rendered {} from {}",
+                out.join("BENCHMARKS.md").display(),
+                path.display()
+            );
+            return Ok(());
+        }
         let bin_dir = match args.bin_dir.clone() {
             Some(dir) => dir,
             None => std::env::current_exe()?
@@ -161,6 +231,7 @@ mod linux {
             latency_rounds: args
                 .latency_rounds
                 .map_or(if args.quick { 1 } else { 3 }, usize::from),
+            host: host(),
         };
         if args.counts_only {
             for model in &env.models {
@@ -194,10 +265,11 @@ mod linux {
                     )
                 })
                 .collect();
-            report::splice_latency(&out, &env, &all, (fastest, generator.as_slice()))
-                .context("writing the latency section")?;
+            let saved = Saved::new(&env, &all, (fastest, &generator), true);
+            save_and_render(&saved, &out)?;
             eprintln!(
-                "replaced the latency section of {}",
+                "wrote {} and replaced the latency section of {}",
+                out.join(saved::LATENCY_FILE).display(),
                 out.join("BENCHMARKS.md").display()
             );
             return Ok(());
@@ -259,9 +331,12 @@ mod linux {
                     .flat_map(|c| c.steps.iter().map(|s| s.errors))
             }))
             .sum();
-        report::write(&out, &env, &all, (fastest, generator.as_slice()))
-            .context("writing the report")?;
-        eprintln!("wrote {}", out.join("BENCHMARKS.md").display());
+        save_and_render(&Saved::new(&env, &all, (fastest, &generator), false), &out)?;
+        eprintln!(
+            "wrote {} and {}",
+            out.join(saved::FILE).display(),
+            out.join("BENCHMARKS.md").display()
+        );
         if errors > 0.0 {
             bail!("{errors} replies did not match");
         }

@@ -136,4 +136,24 @@ pub struct Env {
     pub models: Vec<Model>,
     /// Rounds of the latency sweep (a step is their median).
     pub latency_rounds: usize,
+    /// The machine the run measured.
+    pub host: Host,
+}
+
+/// The machine a run measured, as the report describes it: read once when
+/// the run starts and saved with its results, so that a report rendered
+/// again from them describes the machine they came from.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Host {
+    pub cpu: String,
+    pub cores: usize,
+    pub mem_kib: u64,
+    pub kernel: String,
+    /// Server and generator pinned to different cores.
+    pub pinned: bool,
+    /// The hard limit on descriptors, and the scale sweep's top count
+    /// under it.
+    pub nofile_hard: u64,
+    pub scale_ceiling: usize,
 }

@@ -19,11 +19,12 @@ pub fn write(out: &Path, env: &Env, all: &All, generator: (&Model, &[Step])) -> 
     fs::create_dir_all(out.join("bench/charts"))?;
     charts(out, all)?;
     latency::chart(out, all)?;
+    latency::carried_chart(out, all)?;
     let mut md = String::new();
     header(&mut md, env);
     grid_tables(&mut md, all);
     idle_table(&mut md, all);
-    scale_table(&mut md, all);
+    scale_table(&mut md, env, all);
     latency::section(&mut md, env, all, generator);
     cpu_table(&mut md, all);
     counts_tables(&mut md, env, all);
@@ -45,6 +46,7 @@ pub fn splice_latency(
 ) -> anyhow::Result<()> {
     fs::create_dir_all(out.join("bench/charts"))?;
     latency::chart(out, all)?;
+    latency::carried_chart(out, all)?;
     let path = out.join("BENCHMARKS.md");
     let page = fs::read_to_string(&path)?;
     let mut section = String::new();
@@ -75,20 +77,8 @@ pub fn splice_latency(
 }
 
 fn header(md: &mut String, env: &Env) {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().next()?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let h = &env.host;
+    let (cpu, cores, mem_kib, kernel) = (&h.cpu, h.cores, h.mem_kib, &h.kernel);
     let mode = if env.quick { " --quick" } else { "" };
     let _ = writeln!(
         md,
@@ -198,7 +188,7 @@ fn idle_table(md: &mut String, all: &All) {
 
 /// The scale sweep at its top count: what each model held, how fast, at
 /// what cost in memory (the server's and the kernel's), and the burst.
-fn scale_table(md: &mut String, all: &All) {
+fn scale_table(md: &mut String, env: &Env, all: &All) {
     let Some(top) = all
         .iter()
         .filter_map(|(_, r)| r.scale.last())
@@ -207,8 +197,8 @@ fn scale_table(md: &mut String, all: &All) {
     else {
         return;
     };
-    let hard = shared::limits::raise_descriptor_limit().map_or(0, |l| l.hard);
-    if top < crate::scale::ceiling() {
+    let hard = env.host.nofile_hard;
+    if top < env.host.scale_ceiling {
         let _ = write!(
             md,
             "\n## Scale: {top} idle connections (a reduced sweep)\n\n\

@@ -1,20 +1,38 @@
 //! What the benchmark measures, as plain data: the measuring files fill it
-//! in, the report reads it.
+//! in, the report reads it. It is saved as JSON (`results.json`), and the
+//! report can be rendered again from that file alone. A field missing from
+//! the file (one added since it was written) reads as its default.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A figure that was not measured is NaN, which JSON writes as `null`:
+/// read back, it is NaN again.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
 
 /// One loadgen result.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Point {
+    #[serde(deserialize_with = "nan_if_null")]
     pub rps: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p50_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p99_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub errors: f64,
     /// Server CPU per 100 000 requests: user, system (seconds).
+    #[serde(deserialize_with = "nan_if_null")]
     pub cpu_user: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub cpu_sys: f64,
 }
 
 /// Everything measured for one model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Results {
     /// (connections, depth) -> point; `None`: beyond what the model serves.
     pub grid: Vec<((usize, u32), Option<Point>)>,
@@ -24,10 +42,13 @@ pub struct Results {
     /// The scale sweep, one point per idle count.
     pub scale: Vec<ScalePoint>,
     /// CPU seconds over the idle window with 10 idle connections.
+    #[serde(deserialize_with = "nan_if_null")]
     pub idle_cpu: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub idle_window: f64,
     /// KiB of RSS (a forking model: PSS of its tree) per idle connection
     /// that never spoke, and how many were opened.
+    #[serde(deserialize_with = "nan_if_null")]
     pub rss_per_conn_kib: f64,
     /// The same for connections that made one round trip first; `None`
     /// where the model cannot answer that many at once (a pool).
@@ -43,7 +64,8 @@ pub struct Results {
 }
 
 /// Counts per request at one depth.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counts {
     pub depth: u32,
     /// Total, and per system call name (only those above 0.01).
@@ -52,20 +74,25 @@ pub struct Counts {
 }
 
 /// One point of the scale sweep.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ScalePoint {
     /// Idle connections asked for, and held (fewer if the model stopped).
     pub asked: usize,
     pub held: usize,
     /// Idle connections opened and answered once, per second.
+    #[serde(deserialize_with = "nan_if_null")]
     pub open_rate: f64,
     /// The 10 active connections beside them.
     pub active: Point,
     /// KiB per held connection (idle and active): the server's own (RSS,
     /// or its tree's PSS), and the kernel's (both ends of loopback).
+    #[serde(deserialize_with = "nan_if_null")]
     pub user_kib: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub kernel_kib: f64,
     /// Server CPU seconds over one second with the crowd silent.
+    #[serde(deserialize_with = "nan_if_null")]
     pub idle_cpu: f64,
     /// The burst: replies right, wrong or missing, seconds.
     pub burst: Option<(usize, usize, f64)>,
@@ -78,19 +105,50 @@ pub struct ScalePoint {
 }
 
 /// One step of the latency sweep: loadgen's open loop at one offered rate.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Step {
     /// Requests per second offered, and achieved (replies in the window).
+    #[serde(deserialize_with = "nan_if_null")]
     pub offered: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub achieved: f64,
     /// Latency from each request's due time, µs.
+    #[serde(deserialize_with = "nan_if_null")]
     pub p50_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p99_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub p999_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub max_us: f64,
     /// The generator's own lateness (due to sent), µs.
+    #[serde(deserialize_with = "nan_if_null")]
     pub late_p99_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub late_max_us: f64,
+    /// The generator's lateness to read a reply (the kernel's receive stamp
+    /// to its read), µs.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub read_late_p99_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub read_late_max_us: f64,
+    /// The median round trip (write to read of one request), µs, and with
+    /// one request in flight on each connection, the most replies a second
+    /// the connections could carry at that round trip (connections ÷ round
+    /// trip); 0 when pipelined.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub rtt_p50_us: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub bound_rps: f64,
+    /// With one in flight: requests that waited in the generator for their
+    /// connection's last reply, and those still waiting, not sent, when the
+    /// window ended.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub waited: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub unsent: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub errors: f64,
     /// Idle connections held beside the active ones.
     pub held: usize,
@@ -113,10 +171,23 @@ impl Step {
         self.lost || self.achieved < 0.9 * self.offered || self.p99_us > 100_000.0
     }
 
-    /// The generator itself fell behind its schedule: the figure is the
-    /// generator's ceiling, not the server's.
+    /// The generator itself fell behind, to send on schedule or to read
+    /// the replies as they came: the figure is the generator's ceiling, not
+    /// the server's.
     pub fn generator_bound(&self) -> bool {
-        self.late_p99_us > crate::latency::GENERATOR_SLACK_US
+        self.late_to().is_some()
+    }
+
+    /// What the generator was late to do, past the slack: "send", "read",
+    /// or "send, read".
+    pub fn late_to(&self) -> Option<&'static str> {
+        let slack = crate::latency::GENERATOR_SLACK_US;
+        match (self.late_p99_us > slack, self.read_late_p99_us > slack) {
+            (true, true) => Some("send, read"),
+            (true, false) => Some("send"),
+            (false, true) => Some("read"),
+            (false, false) => None,
+        }
     }
 
     /// The p99 is no more than the generator's own lateness: the server's
@@ -143,7 +214,8 @@ impl Step {
         }
         let mut s = format!(
             "{:.0}/s offered, {:.0}/s achieved ({:.0}%); p50 {:.0} µs, p99 {:.0} µs, \
-             p99.9 {:.0} µs, max {:.0} µs; generator late p99 {:.0} µs",
+             p99.9 {:.0} µs, max {:.0} µs; generator late p99 {:.0} µs to send, \
+             {:.0} µs to read",
             self.offered,
             self.achieved,
             100.0 * self.achieved / self.offered.max(1.0),
@@ -151,13 +223,26 @@ impl Step {
             self.p99_us,
             self.p999_us,
             self.max_us,
-            self.late_p99_us
+            self.late_p99_us,
+            self.read_late_p99_us
         );
+        if self.bound_rps > 0.0 {
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(
+                    "; round trip {:.0} µs, bound {:.0}/s, {:.0} unsent",
+                    self.rtt_p50_us, self.bound_rps, self.unsent
+                ),
+            );
+        }
         if self.held > 0 {
             let _ = std::fmt::Write::write_fmt(&mut s, format_args!(", {} idle held", self.held));
         }
-        if self.generator_bound() {
-            s.push_str(" [generator-bound]");
+        if let Some(what) = self.late_to() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(" [generator-bound: late to {what}]"),
+            );
         } else if self.at_resolution() {
             s.push_str(" [at the generator's resolution]");
         }
@@ -165,18 +250,40 @@ impl Step {
     }
 }
 
-/// One model's latency curve beside one idle crowd.
-#[derive(Debug, Clone, Default)]
+/// One model's latency curve beside one idle crowd, in one way of sending.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Curve {
     /// Idle connections asked for, and held (select: at most its wall).
     pub idle: usize,
     pub held: usize,
+    /// Active connections carrying the offered load.
+    pub conns: usize,
+    /// Each connection sent its requests as they fell due, behind replies
+    /// still owed; otherwise one in flight, the next waiting for its reply.
+    pub pipelined: bool,
     /// Why the model did not run this curve.
     pub why_not: Option<String>,
     pub steps: Vec<Step>,
 }
 
 impl Curve {
+    /// The sweep's own curve, one in flight on its usual connections; the
+    /// others (pipelined, or more connections) are set beside it.
+    pub fn is_main(&self) -> bool {
+        !self.pipelined && self.conns <= crate::latency::ACTIVE
+    }
+
+    /// How it sent, for tables: "1 in flight, 100 conns" or "pipelined, 100 conns".
+    pub fn mode(&self) -> String {
+        let how = if self.pipelined {
+            "pipelined"
+        } else {
+            "1 in flight"
+        };
+        format!("{how}, {} conns", self.conns)
+    }
+
     /// The highest offered rate at which the objective holds. (Not "every
     /// step below it too": this machine stalls now and then for tens of
     /// milliseconds, whatever runs, and a stall that lands on a low step
@@ -191,12 +298,16 @@ impl Curve {
 
     pub fn summary(&self) -> String {
         if let Some(why) = &self.why_not {
-            return format!("{} idle: {why}", self.idle);
+            return format!("{}, {} idle: {why}", self.mode(), self.idle);
         }
         let knee = self
             .sustainable()
             .map_or("none".into(), |r| format!("{r:.0}/s"));
-        let mut s = format!("{} idle held: p99 under 1 ms up to {knee}", self.held);
+        let mut s = format!(
+            "{}, {} idle held: p99 under 1 ms up to {knee}",
+            self.mode(),
+            self.held
+        );
         for step in &self.steps {
             s.push_str("\n      ");
             s.push_str(&step.summary());
