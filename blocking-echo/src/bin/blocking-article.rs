@@ -20,21 +20,6 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    // `run` returns only if it fails: the article's loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        // The article binds 0.0.0.0:5464; we stay on loopback unless asked.
-        [] => run("127.0.0.1:5464"),
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: blocking-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
-}
-
 fn run(addr: &str) -> io::Result<Infallible> {
     // `socket()`, `bind` and `listen` in one call. std's backlog (128 on
     // Linux) stands in for the article's `listen(100)`.
@@ -54,9 +39,9 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
     let mut line = Vec::new();
     let mut replies = Vec::new();
     loop {
-        // "Blocks until data comes": the thread sleeps here through both
-        // phases, the wait and the copy. Python's `recv` retries a signal
-        // for us; Rust hands us `Interrupted`.
+        // Both phases of input happen inside this one call: the thread is
+        // parked until bytes are in the socket, then while they are copied.
+        // A signal cuts it short: Python retries, Rust returns `Interrupted`.
         let n = match conn.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -71,9 +56,9 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
             &chunk[..n]
         };
         answer(&mut line, data, &mut replies);
-        // "Blocks until sent": `send` may take only part of the bytes and
-        // the article ignores the rest; `write_all` sleeps until all are
-        // taken. A client that never reads leaves us asleep here.
+        // Python's `send` may take part of the bytes and the article drops
+        // the rest; `write_all` loops until the kernel holds all of them. A
+        // client that never reads fills its buffer and parks us here.
         conn.write_all(&replies)?;
         replies.clear();
         if n == 0 {
@@ -87,7 +72,7 @@ fn handle(mut conn: TcpStream) -> io::Result<()> {
 /// only then accept the next.
 fn loop_forever(server: &TcpListener) -> ! {
     loop {
-        // "Blocks until a connection comes."
+        // Parked in the kernel until a client completes its handshake.
         match server.accept() {
             Ok((client, addr)) => {
                 eprintln!("{addr}");
@@ -115,4 +100,19 @@ fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
         let whole = line.drain(..=kept + last);
         replies.extend(whole.map(|b| b.to_ascii_uppercase()));
     }
+}
+
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        // The article binds 0.0.0.0:5464; we stay on loopback unless asked.
+        [] => run("127.0.0.1:5464"),
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: blocking-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }

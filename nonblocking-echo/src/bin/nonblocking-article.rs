@@ -17,20 +17,6 @@ use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-fn main() -> ExitCode {
-    // `run` returns only if it fails: the article's loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:8083"), // the article's port, on loopback
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: nonblocking-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
-}
-
 fn run(addr: &str) -> io::Result<Infallible> {
     // `socket()`, `SO_REUSEADDR` (std sets it on Unix), `bind` and `listen`,
     // with std's backlog (128 on Linux): the article's 5 overflows at once.
@@ -70,7 +56,8 @@ fn run(addr: &str) -> io::Result<Infallible> {
             last_print = Instant::now();
         }
 
-        // Walk the read list: ask every socket whether data has come.
+        // One `recv` per client per pass, data or not: with nothing there
+        // each costs a system call and answers `WouldBlock`.
         for (i, conn) in r_list.iter_mut().enumerate().filter(|(_, c)| !c.ended) {
             match conn.sock.read(&mut chunk) {
                 // `if not data`: the client is done sending. Python closes at
@@ -95,7 +82,7 @@ fn run(addr: &str) -> io::Result<Infallible> {
             }
         }
 
-        // Walk the write list: send what each socket is owed.
+        // Every reply owed is tried in the same pass, with no wait for room.
         for (i, data) in w_list.iter_mut().enumerate() {
             if !data.is_empty() {
                 match r_list[i].sock.write(data) {
@@ -145,4 +132,18 @@ fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
         let whole = line.drain(..=kept + last);
         replies.extend(whole.map(|b| b.to_ascii_uppercase()));
     }
+}
+
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8083"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: nonblocking-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
