@@ -12,22 +12,11 @@
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
 use std::{collections::HashMap, convert::Infallible, io, io::ErrorKind, io::Read, io::Write};
-use std::{net::TcpListener, net::TcpStream, process::ExitCode};
+use std::{collections::HashSet, net::TcpListener, net::TcpStream, process::ExitCode};
 
-fn main() -> ExitCode {
-    #[cfg(not(unix))]
-    let run = |_| Err::<Infallible, _>("select-article needs select(2) (Linux, macOS, the BSDs)");
-    // `run` returns only if it fails: the article's loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:8093"), // the article's port, on loopback
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: select-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
+#[cfg(not(unix))] // elsewhere, the model below is not built: only this stand-in
+fn run(_: &str) -> Result<Infallible, &'static str> {
+    Err("select-article needs select(2) (Linux, macOS, the BSDs)")
 }
 
 #[cfg(unix)]
@@ -36,16 +25,18 @@ fn run(addr: &str) -> io::Result<Infallible> {
     let server = TcpListener::bind(addr)
         .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     server.set_nonblocking(true)?;
+    if server.as_raw_fd() as usize >= libc::FD_SETSIZE {
+        return Err(io::Error::other("listener's descriptor past FD_SETSIZE"));
+    }
     println!("listening on {}", server.local_addr()?); // flushed at its \n
     eprintln!("starting...");
-
-    // Python's lists hold the sockets; `socks` owns them (with a line's start), `rlist` names them.
-    let mut rlist: Vec<RawFd> = vec![server.as_raw_fd()];
+    // Python's lists hold the sockets; `socks` owns them (with a line's start), `rlist` names
+    // those still read, a set so that each is found at once. `wlist` is made from `wdata` each
+    // pass, so the two cannot disagree (the article's do when two reads come before a send).
+    let mut rlist: HashSet<RawFd> = HashSet::from([server.as_raw_fd()]);
     let mut wdata: HashMap<RawFd, Vec<u8>> = HashMap::new();
     let mut socks: HashMap<RawFd, (TcpStream, Vec<u8>)> = HashMap::new();
     loop {
-        // `wlist`, the sockets owed replies, is `wdata`'s keys, so the two
-        // cannot disagree (the article's do when two reads precede a send).
         let wlist: Vec<RawFd> = wdata.keys().copied().collect();
         let (rl, wl) = match select(&rlist, &wlist) {
             Ok(ready) => ready,
@@ -57,13 +48,12 @@ fn run(addr: &str) -> io::Result<Infallible> {
         for sock in rl {
             if sock == server.as_raw_fd() {
                 match server.accept() {
-                    // FD_SET past FD_SETSIZE writes outside the set, which is
-                    // undefined behaviour: such a client is closed at once.
+                    // Past FD_SETSIZE, libc's FD_SET panics (a checked array): closed.
                     Ok((conn, _)) if conn.as_raw_fd() as usize >= libc::FD_SETSIZE => {}
                     // Non-blocking (the article's is not): a read never stalls.
                     Ok((conn, _addr)) => {
                         conn.set_nonblocking(true)?;
-                        rlist.push(conn.as_raw_fd());
+                        rlist.insert(conn.as_raw_fd());
                         socks.insert(conn.as_raw_fd(), (conn, Vec::new()));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {} // it left
@@ -72,29 +62,27 @@ fn run(addr: &str) -> io::Result<Infallible> {
                 continue;
             }
             let (conn, line) = socks.get_mut(&sock).expect("rlist's are in socks");
-            let owed = wdata.entry(sock).or_default();
             let mut data = [0; 1024];
             match conn.read(&mut data) {
-                // `if not data`: the client is done sending. Its unfinished
-                // line is answered (the article drops it); closed once all sent.
+                // `if not data`: the article closes now, so a reply still queued makes its
+                // unguarded `send` raise. Here the last fragment is a line; closed once all sent.
                 Ok(0) => {
-                    rlist.retain(|&fd| fd != sock);
-                    answer(line, if line.is_empty() { b"" } else { b"\n" }, owed);
+                    rlist.remove(&sock);
+                    let rest: &[u8] = if line.is_empty() { b"" } else { b"\n" };
+                    answer(line, rest, wdata.entry(sock).or_default());
                 }
-                // `wdata[sock] = data.upper()`, framed by newline (TCP keeps no
-                // message boundaries) and added to what is owed, not replacing it.
-                Ok(n) => answer(line, &data[..n], owed),
+                // `wdata[sock] = data.upper()`, framed by newline (TCP keeps no message
+                // boundaries) and added to what is owed, not replacing it.
+                Ok(n) => answer(line, &data[..n], wdata.entry(sock).or_default()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 // `except Exception`: dropped, with whatever it is owed.
                 Err(_) => {
-                    rlist.retain(|&fd| fd != sock);
-                    owed.clear();
+                    rlist.remove(&sock);
+                    wdata.remove(&sock);
                 }
             }
         }
-
-        // `sock.send(wdata[sock])`; what send does not take stays owed (the
-        // article loses it), and the socket in `wlist`.
+        // `sock.send(wdata[sock])`; what send does not take stays owed (the article loses it).
         for sock in wl {
             let (conn, _) = socks.get_mut(&sock).expect("wlist's are in both");
             let owed = wdata.get_mut(&sock).expect("wlist's are in both");
@@ -103,26 +91,24 @@ fn run(addr: &str) -> io::Result<Infallible> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 // A reset client: the article's send would raise, ending all.
                 Err(_) => {
-                    rlist.retain(|&fd| fd != sock);
+                    rlist.remove(&sock);
                     owed.clear();
                 }
             }
         }
-        // `wlist.remove(sock)`, `wdata.pop(sock)` once all is sent; a socket
-        // neither read nor owed anything is closed, by dropping it.
+        // `wlist.remove(sock)`, `wdata.pop(sock)` once all sent; neither read nor owed: closed.
         wdata.retain(|_, owed| !owed.is_empty());
         socks.retain(|fd, _| rlist.contains(fd) || wdata.contains_key(fd));
     }
 }
 
-/// Python's `select.select(rlist, wlist, [], 0.5)`: sleeps until a socket in
-/// `rlist` is readable or one in `wlist` writable, or 0.5 s pass, and returns
-/// the ready ones. select overwrites the sets it is given: they are made anew.
+/// Python's `select.select(rlist, wlist, [], 0.5)`: sleeps until a socket in `rlist` is readable or
+/// one in `wlist` writable, or 0.5 s pass. select overwrites its sets: they are made anew.
 #[cfg(unix)]
-fn select(rlist: &[RawFd], wlist: &[RawFd]) -> io::Result<(Vec<RawFd>, Vec<RawFd>)> {
+fn select(rlist: &HashSet<RawFd>, wlist: &[RawFd]) -> io::Result<(Vec<RawFd>, Vec<RawFd>)> {
     let nfds = rlist.iter().chain(wlist).max().map_or(0, |fd| fd + 1);
     // SAFETY: all zeros are an empty fd_set and a zero timeval. Every descriptor is below
-    // FD_SETSIZE (the accept sees to it) and nfds: FD_SET, select, FD_ISSET stay in our sets.
+    // FD_SETSIZE (`run` sees to it) and nfds, so select reads and writes only our sets.
     unsafe {
         let (mut rl, mut wl, mut timeout): (libc::fd_set, libc::fd_set, libc::timeval) =
             std::mem::zeroed();
@@ -147,4 +133,18 @@ fn answer(line: &mut Vec<u8>, data: &[u8], owed: &mut Vec<u8>) {
             owed.append(line);
         }
     }
+}
+
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8093"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: select-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
