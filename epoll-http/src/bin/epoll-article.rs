@@ -13,31 +13,19 @@
 
 use std::{convert::Infallible, process::ExitCode};
 
-fn main() -> ExitCode {
-    #[cfg(not(target_os = "linux"))]
-    let run = |_| Err::<Infallible, _>("epoll-article needs Linux (epoll)");
-    // `run` returns only if it fails: the article's loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:8080"), // the article's port, on loopback, not its 0.0.0.0
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: epoll-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
+#[cfg(not(target_os = "linux"))] // elsewhere, the model below is not built: only this stand-in
+fn run(_: &str) -> Result<Infallible, &'static str> {
+    Err("epoll-article needs Linux (epoll)")
 }
 
 #[cfg(target_os = "linux")]
 fn run(addr: &str) -> std::io::Result<Infallible> {
+    use nix::errno::Errno;
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
     use std::collections::HashMap;
     use std::io::{ErrorKind, Read, Write};
     use std::net::{Shutdown, TcpListener};
     use std::os::fd::{AsRawFd, RawFd};
-
-    use nix::errno::Errno;
-    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
     // The article's request ends and its one response, byte for byte.
     const EOL1: &[u8] = b"\n\n";
@@ -45,8 +33,7 @@ fn run(addr: &str) -> std::io::Result<Infallible> {
     const RESPONSE: &[u8] = b"HTTP/1.0 200 OK\r\nDate: Mon, 1 Jan 1996 01:01:01 GMT\r\n\
         Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, world!";
 
-    // bind, listen(1), setblocking(0). std sets SO_REUSEADDR, as the article
-    // does, and listens with the usual backlog: 1 overflows at once.
+    // bind, listen(1), setblocking(0); std sets SO_REUSEADDR, as the article does, not a 1 backlog.
     let serversocket = TcpListener::bind(addr)
         .map_err(|e| std::io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     serversocket.set_nonblocking(true)?;
@@ -57,8 +44,7 @@ fn run(addr: &str) -> std::io::Result<Infallible> {
     epoll.add(&serversocket, interest)?;
     println!("listening on {}", serversocket.local_addr()?); // flushed at its \n
 
-    // By descriptor, as the article's dicts: each socket, the request read
-    // so far, and the part of the response not yet sent.
+    // By descriptor, as the article's dicts: each socket, its request so far, its unsent response.
     let mut connections = HashMap::new();
     let mut requests: HashMap<RawFd, Vec<u8>> = HashMap::new();
     let mut responses: HashMap<RawFd, &[u8]> = HashMap::new();
@@ -75,29 +61,28 @@ fn run(addr: &str) -> std::io::Result<Infallible> {
             if fileno == server_fileno {
                 match serversocket.accept() {
                     Ok((connection, _address)) => {
-                        connection.set_nonblocking(true)?;
+                        // A failure here drops this client only, closing it.
                         let fd = connection.as_raw_fd();
                         let interest = EpollEvent::new(EpollFlags::EPOLLIN, fd as u64);
-                        if let Err(e) = epoll.add(&connection, interest) {
-                            eprintln!("epoll_ctl: {e}");
+                        let flags = connection.set_nonblocking(true);
+                        if let Err(e) = flags.and_then(|()| Ok(epoll.add(&connection, interest)?)) {
+                            eprintln!("accept: {e}");
                             continue;
                         }
                         connections.insert(fd, connection);
                         requests.insert(fd, Vec::new());
                         responses.insert(fd, RESPONSE);
                     }
-                    // Level-triggered, the listener said a client waits; it
-                    // may have left since.
+                    // Level-triggered: a client was waiting, and may have left since.
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => eprintln!("accept: {e}"),
                 }
                 continue;
             }
-            let (Some(connection), Some(request)) =
-                (connections.get_mut(&fileno), requests.get_mut(&fileno))
-            else {
-                continue;
-            };
+            // Any other descriptor is a connection: it is in all three maps from its
+            // `epoll.add` until its `epoll.delete`, and a wait reports a descriptor once.
+            let connection = connections.get_mut(&fileno).expect("in all three");
+            let request = requests.get_mut(&fileno).expect("in all three");
             let mut hang_up = false;
             if event.contains(EpollFlags::EPOLLIN) {
                 // `requests[fileno] += connections[fileno].recv(1024)`.
@@ -147,4 +132,18 @@ fn run(addr: &str) -> std::io::Result<Infallible> {
             }
         }
     }
+}
+
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8080"), // the article's port, on loopback, not its 0.0.0.0
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: epoll-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
