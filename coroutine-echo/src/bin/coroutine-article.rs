@@ -10,6 +10,11 @@
 //! epoll, kqueue or IOCP) is the one place where the thread waits. Waiting
 //! for data is the reactor's; the copy, the read itself, never waits.
 //!
+//! One difference from gevent's single thread: async-io also starts a
+//! helper thread, named `async-io`, that drives the reactor whenever the
+//! main thread is busy running tasks. So the process is one thread of tasks
+//! plus that driver (two entries in `/proc/<pid>/task`); no task runs on it.
+//!
 //! Not hardened: the server, `src/main.rs`, adds the limits, the fair turns
 //! and the memory-lean task this file leaves out. Run it, then in another
 //! terminal `cargo run -p shared --bin client -- --addr 127.0.0.1:8096`.
@@ -22,20 +27,6 @@ use std::process::ExitCode;
 use async_executor::LocalExecutor;
 use async_io::Async;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-
-fn main() -> ExitCode {
-    // `run` returns only if it fails: the accept loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:8096"), // this crate's port, on loopback
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: coroutine-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
-}
 
 fn run(addr: &str) -> io::Result<Infallible> {
     // `socket()`, `bind` and `listen`, with std's backlog (128 on Linux).
@@ -118,4 +109,18 @@ fn answer(line: &mut Vec<u8>, data: &[u8], replies: &mut Vec<u8>) {
         let whole = line.drain(..=kept + last);
         replies.extend(whole.map(|b| b.to_ascii_uppercase()));
     }
+}
+
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the accept loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8096"), // this crate's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: coroutine-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
