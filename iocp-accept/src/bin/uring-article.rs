@@ -3,9 +3,8 @@
 //! operations (accept, receive into this buffer, send these bytes), each with a key, `user_data`,
 //! as the article hands Windows an OVERLAPPED's address; the kernel waits and copies, and
 //! `callback_map` turns the key of each completion back into what comes next. The article stops at
-//! its first accept; this goes on to receive and send, one operation in flight per client (IOCP's
-//! shape), and speaks docs/protocol.md to ordinary clients. Limits and back-off are the server's
-//! (`src/uring.rs`; the README's "What the server adds"). On Windows: `iocp-article.rs`.
+//! its first accept; this receives and sends too, one operation in flight per client (IOCP's
+//! shape). Limits and back-off are the server's (`src/uring.rs`). On Windows: `iocp-article.rs`.
 
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
@@ -15,32 +14,17 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types::Fd};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::{collections::HashMap, convert::Infallible, io, net, process::ExitCode, ptr::null_mut};
 
-fn main() -> ExitCode {
-    #[cfg(not(target_os = "linux"))]
-    let run = |_| {
-        Err::<Infallible, _>("uring-article needs Linux's io_uring; on Windows, run iocp-article")
-    };
-    // `--addr HOST:PORT`, read by hand; `run` returns only if it fails: its loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:9090"), // the article's port, on loopback
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: uring-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
+#[cfg(not(target_os = "linux"))] // elsewhere, the model below is not built: only this stand-in
+fn run(_: &str) -> Result<Infallible, &'static str> {
+    Err("uring-article needs Linux's io_uring; on Windows, run iocp-article")
 }
 
 #[cfg(target_os = "linux")]
 fn run(addr: &str) -> io::Result<Infallible> {
-    // listen_sock: std binds, sets SO_REUSEADDR as the article does, and listens with
-    // a real backlog, where the article's listen(0) would turn a crowd away.
+    // listen_sock: std binds, sets SO_REUSEADDR as the article does, and a backlog, not listen(0).
     let listen_sock = net::TcpListener::bind(addr)
         .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
-    // _iocp: the ring, a queue of operations to the kernel and one of completions
-    // back. Nothing to associate with it: each entry names its own socket.
+    // _iocp: the ring, operations in and completions out; each entry names its own socket.
     let ring = IoUring::new(1024)
         .map_err(|e| io::Error::new(e.kind(), format!("no io_uring here: {e}")))?;
     let mut server = Server {
@@ -53,10 +37,12 @@ fn run(addr: &str) -> io::Result<Infallible> {
     server.post_accept()?;
     println!("listening on {}", server.listen_sock.local_addr()?); // flushed at its \n
     loop {
-        // GetQueuedCompletionStatus(_iocp, 1000): io_uring_enter hands the kernel what was
-        // queued and waits for a completion; no timeout, as the article's only loops.
+        // GetQueuedCompletionStatus(_iocp, 1000): io_uring_enter hands the kernel what was queued
+        // and waits for a completion, with no timeout: the article's 1 s only leads to another wait.
         server.ring.submit_and_wait(1)?;
-        let done: Vec<cqueue::Entry> = server.ring.completion().collect(); // taken out first
+        // Out of the queue before any callback runs: a callback needs the whole `server`, and
+        // the completion queue would hold a borrow of its ring meanwhile.
+        let done: Vec<cqueue::Entry> = server.ring.completion().collect();
         for cqe in done {
             // `err, transferred, key, address = status`: err, ignored by the article, is -errno.
             let status = match cqe.result() {
@@ -105,8 +91,8 @@ impl Server {
         if self.ring.submission().is_full() {
             self.ring.submit()?; // the kernel takes what is queued: room again
         }
-        // SAFETY: the entry points only into memory its callback owns, and the
-        // callback stays in callback_map until this key's completion.
+        // SAFETY: the entry points only into memory its callback owns, in callback_map until this
+        // key completes; or until `run` fails, and the process ends with the operations.
         unsafe { self.ring.submission().push(&entry.user_data(key)) }
             .map_err(|_| io::Error::other("submission queue full"))
     }
@@ -122,7 +108,8 @@ impl Server {
     fn on_accepted(&mut self, status: io::Result<usize>) -> io::Result<()> {
         self.post_accept()?; // the next accept, so one is always in flight
         let Ok(fd) = status.inspect_err(|e| eprintln!("accept: {e}")) else {
-            return Ok(()); // a client gone before its accept, or no descriptor free
+            // The one just posted takes over; with no descriptor free it fails at once too: a spin.
+            return Ok(());
         };
         // SAFETY: an accept's result is a new descriptor that nothing else owns.
         let sock = unsafe { net::TcpStream::from_raw_fd(fd as i32) };
@@ -146,8 +133,7 @@ impl Server {
             Err(e) => return dropped(conn.peer, e),
         };
         conn.replies = answer_lines(&mut conn.line, &conn.buf[..n]);
-        // 0 bytes: the client has shut down its sending; a last line without its newline
-        // is answered as a line, then the socket closes.
+        // 0 bytes: the client has shut down its sending; a last unended line is answered too.
         conn.eof = n == 0;
         if conn.eof && !conn.line.is_empty() {
             conn.replies = answer_lines(&mut conn.line, b"\n");
@@ -197,4 +183,18 @@ fn answer_lines(line: &mut Vec<u8>, data: &[u8]) -> Vec<u8> {
         }
     }
     replies
+}
+
+fn main() -> ExitCode {
+    // `--addr HOST:PORT`, read by hand; `run` returns only if it fails: its loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:9090"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: uring-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
