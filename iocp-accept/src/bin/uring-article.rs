@@ -38,7 +38,7 @@ fn run(addr: &str) -> io::Result<Infallible> {
     println!("listening on {}", server.listen_sock.local_addr()?); // flushed at its \n
     loop {
         // GetQueuedCompletionStatus(_iocp, 1000): io_uring_enter hands the kernel what was queued
-        // and waits for a completion, with no timeout: the article's 1 s only leads to another wait.
+        // and waits for a completion. No timeout: the article's 1 s only ends in another wait.
         server.ring.submit_and_wait(1)?;
         // Out of the queue before any callback runs: a callback needs the whole `server`, and
         // the completion queue would hold a borrow of its ring meanwhile.
