@@ -2,9 +2,8 @@
 //! form of the asynchronous model of article 001 §5. Neither phase blocks the program: it hands
 //! Windows whole operations (accept into this socket, receive into this buffer, send these bytes),
 //! each with an OVERLAPPED whose address is the key; Windows waits and copies, and `callback_map`
-//! turns that address back into what comes next. The article stops at its first accept; this goes
-//! on to WSARecv and WSASend, one in flight per client, speaking docs/protocol.md. Limits and
-//! back-off are the server's (`src/iocp.rs`; the README's "What the server adds").
+//! turns that address back into what comes next. Past the article's first accept, this receives
+//! and sends, one operation per client. Limits and back-off are the server's (`src/iocp.rs`).
 
 #![cfg_attr(not(windows), allow(dead_code, unused_imports))]
 
@@ -15,27 +14,14 @@ use std::{ptr::null, ptr::null_mut};
 #[cfg(windows)]
 use windows_sys::Win32::{Foundation::*, Networking::WinSock::*, System::IO::*};
 
-fn main() -> ExitCode {
-    #[cfg(not(windows))]
-    let run =
-        |_| Err::<Infallible, _>("iocp-article needs Windows' IOCP; on Linux, run uring-article");
-    // `--addr HOST:PORT`, read by hand; `run` returns only if it fails: its loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:9090"), // the article's port, on loopback
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: iocp-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
+#[cfg(not(windows))] // elsewhere, the model below is not built: only this stand-in
+fn run(_: &str) -> Result<Infallible, &'static str> {
+    Err("iocp-article needs Windows' IOCP; on Linux, run uring-article")
 }
 
 #[cfg(windows)]
 fn run(addr: &str) -> io::Result<Infallible> {
-    // listen_sock: std binds and listens with a real backlog (the article's listen(0)
-    // turns a crowd away), and without SO_REUSEADDR, which on Windows lets others in.
+    // listen_sock: std's backlog, not listen(0); no SO_REUSEADDR, which on Windows lets others in.
     let listen_sock = net::TcpListener::bind(addr)
         .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
     // _iocp: a new port; `concurrency`, the threads it may run at once, is the article's.
@@ -142,7 +128,7 @@ impl Server {
         let room = size_of::<SOCKADDR_STORAGE>() as u32;
         let call = |o: &mut Overlapped| {
             let out = o.addresses.as_mut_ptr().cast();
-            // SAFETY: both sockets are open; `o` stays filed in callback_map till completion.
+            // SAFETY: both sockets are open; `o` stays filed as `carry_on`'s SAFETY says.
             unsafe { AcceptEx(listen, s, out, 0, room, room, &mut 0, &mut o.ov) != 0 }
         };
         self.submit(call, Box::new(|s, r| s.on_accepted(conn_sock, r)))
@@ -208,8 +194,8 @@ impl Server {
         let posted = if !conn.replies.is_empty() {
             let (len, buf) = (conn.replies.len() as u32, conn.replies.as_mut_ptr());
             let wsabuf = WSABUF { len, buf };
-            // SAFETY: the bytes are `conn`'s, which the callback owns, the OVERLAPPED `o`'s:
-            // both stay filed in callback_map until the completion.
+            // SAFETY: the bytes are `conn`'s, owned by the callback, and `o`'s: both stay filed
+            // until the completion, or until a failing `run` drops them just before the exit.
             let call = |o: &mut Overlapped| unsafe {
                 WSASend(sock, &wsabuf, 1, null_mut(), 0, &mut o.ov, None) == 0
             };
@@ -247,4 +233,18 @@ fn answer_lines(line: &mut Vec<u8>, data: &[u8]) -> Vec<u8> {
         }
     }
     replies
+}
+
+fn main() -> ExitCode {
+    // `--addr HOST:PORT`, read by hand; `run` returns only if it fails: its loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:9090"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: iocp-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
