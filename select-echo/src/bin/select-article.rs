@@ -78,7 +78,7 @@ fn run(addr: &str) -> io::Result<Infallible> {
                 // `except Exception`: dropped, with whatever it is owed.
                 Err(_) => {
                     rlist.remove(&sock);
-                    wdata.remove(&sock);
+                    wdata.entry(sock).and_modify(Vec::clear); // kept: `wl` may name it
                 }
             }
         }
