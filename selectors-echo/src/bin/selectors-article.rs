@@ -7,20 +7,6 @@ use polling::{AsRawSource, AsSource, Event, Events, PollMode, Poller};
 use std::{collections::HashMap, convert::Infallible, io, io::ErrorKind, io::Read, io::Write};
 use std::{net::TcpListener, net::TcpStream, process::ExitCode};
 
-fn main() -> ExitCode {
-    // `run` returns only if it fails: the article's loop has no end.
-    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => run("127.0.0.1:8088"), // the article's port, on loopback
-        [flag, addr] if flag == "--addr" => run(addr),
-        _ => {
-            eprintln!("usage: selectors-article [--addr HOST:PORT]");
-            return ExitCode::from(2);
-        }
-    };
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
-}
-
 fn run(addr: &str) -> io::Result<Infallible> {
     let (poller, keys) = (Poller::new()?, HashMap::new());
     let mut sel = Selector { poller, keys }; // `sel = selectors.DefaultSelector()`
@@ -38,7 +24,7 @@ fn run(addr: &str) -> io::Result<Infallible> {
         events.clear();
         sel.poller.wait(&mut events, None)?;
         for mask in events.iter() {
-            // `callback = sel_obj.data; callback(sel_obj.fileobj, mask)`; out of `sel` meanwhile.
+            // `callback = sel_obj.data; callback(…)`; the key is out of `sel` while it runs.
             if let Some(mut sel_obj) = sel.keys.remove(&mask.key) {
                 let callback = &mut sel_obj.data;
                 if callback(&mut sel, mask) {
@@ -72,7 +58,7 @@ fn read(mut conn: TcpStream) -> Callback {
         if mask.readable {
             let mut data = [0; 1024];
             match conn.read(&mut data) {
-                // `if not data`: done sending; an unfinished line answered (the article drops it).
+                // `if not data`: done sending; a last line without \n is answered as a line.
                 Ok(0) => {
                     reading = false;
                     let rest: &[u8] = if line.is_empty() { b"" } else { b"\n" };
@@ -80,7 +66,7 @@ fn read(mut conn: TcpStream) -> Callback {
                 }
                 // `data.upper() + b'_SB'`, framed: one recv is not a message.
                 Ok(n) => answer(&mut line, &data[..n], &mut wdata),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {} // read already
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {} // no data after all
                 Err(_) => return close(sel, &conn),               // `except Exception`
             }
         }
@@ -96,7 +82,7 @@ fn read(mut conn: TcpStream) -> Callback {
         if !reading && !writing {
             return close(sel, &conn);
         }
-        // `sel.modify(conn, events)`: EVENT_WRITE only while owed, lest level-triggered waits spin.
+        // The port's own `sel.modify`: EVENT_WRITE only while owed, lest level-triggered waits spin.
         if (reading, writing) != events {
             events = (reading, writing);
             let want = Event::new(mask.key, reading, writing);
@@ -147,4 +133,18 @@ impl Selector {
         self.keys.insert(key, SelectorKey { data });
         Ok(())
     }
+}
+
+fn main() -> ExitCode {
+    // `run` returns only if it fails: the article's loop has no end.
+    let Err(e) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => run("127.0.0.1:8088"), // the article's port, on loopback
+        [flag, addr] if flag == "--addr" => run(addr),
+        _ => {
+            eprintln!("usage: selectors-article [--addr HOST:PORT]");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
