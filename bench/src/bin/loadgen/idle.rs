@@ -236,23 +236,11 @@ fn in_progress(e: &io::Error) -> bool {
 #[cfg(target_os = "linux")]
 fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt needs `optval` to point at `optlen` readable
-    // bytes: a c_int on our stack, and its size; the descriptor is the
-    // live socket `socket` owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::switch_on(
+        socket.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+    )
 }
 
 /// Elsewhere the port is taken at `bind`: each source still has its own

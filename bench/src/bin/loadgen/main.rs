@@ -725,3 +725,25 @@ fn json_string(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// Sets an integer socket option to 1 on `fd` (`setsockopt`, which socket2
+/// and mio have no call for in the two options loadgen turns on this way).
+#[cfg(target_os = "linux")]
+fn switch_on(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `optlen` bytes at `optval`: a c_int on this
+    // stack, and its size; `fd` is a live socket the caller owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

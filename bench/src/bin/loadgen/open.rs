@@ -464,22 +464,7 @@ impl Clocks {
 #[cfg(target_os = "linux")]
 fn stamp_receipts(stream: &TcpStream) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads `optlen` bytes at `optval`: a c_int on this
-    // stack, and its size; the descriptor is the live socket `stream` owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::switch_on(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
 }
 
 #[cfg(not(target_os = "linux"))]
